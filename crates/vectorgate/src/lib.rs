@@ -1,0 +1,19 @@
+//! vectorgate: a vector-store layer that keeps answering when a database fails.
+//!
+//! The crate is organised the way a reader meets the problem:
+//! - [`model`]: what is stored and asked for (records, queries, the index spec);
+//! - [`store`]: the [`VectorStore`] trait every backend implements;
+//! - [`error`]: one error enum whose kinds a caller can act on;
+//! - [`validate`]: every input rule, in one place, applied before a store is touched.
+
+pub mod error;
+pub mod model;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, ErrorKind, Result};
+pub use model::{
+    CountScope, DeleteSelector, HealthReport, Hit, HnswParams, IndexSpec, Metric, RecallQuery,
+    Record, ScanPage, ScanRequest, UpsertOutcome,
+};
+pub use store::{DynStore, VectorStore};
