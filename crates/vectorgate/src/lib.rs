@@ -4,14 +4,21 @@
 //! - [`model`]: what is stored and asked for (records, queries, the index spec);
 //! - [`store`]: the [`VectorStore`] trait every backend implements;
 //! - [`error`]: one error enum whose kinds a caller can act on;
-//! - [`validate`]: every input rule, in one place, applied before a store is touched.
+//! - [`validate`]: every input rule, in one place, applied before a store is touched;
+//! - [`manager`]: the [`VectorManager`], which fails over between stores.
 
 pub mod error;
+pub mod manager;
 pub mod model;
 pub mod store;
 pub mod validate;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, StoreFailure};
+pub use manager::VectorManager;
+pub use manager::breaker::BreakerState;
+pub use manager::config::{BreakerConfig, HealthConfig, ManagerConfig, RetryConfig};
+pub use manager::router::Routed;
+pub use manager::status::{ManagerStatus, StoreStatus};
 pub use model::{
     CountScope, DeleteSelector, HealthReport, Hit, HnswParams, IndexSpec, Metric, RecallQuery,
     Record, ScanPage, ScanRequest, UpsertOutcome,

@@ -1,0 +1,594 @@
+//! The failover manager: one [`VectorStore`] in front of an ordered list of
+//! stores `[primary, fallback, ...]`.
+//!
+//! - [`breaker`]: when a store is taken out of rotation and let back in;
+//! - [`probe`]: the one background task per store that checks its health;
+//! - [`router`]: the order, retries, backoff and deadline of one request;
+//! - [`status`]: what operators see, as a snapshot or a `watch` stream;
+//! - [`telemetry`]: the metrics it exports;
+//! - [`config`]: every knob, with its default.
+//!
+//! Reads and writes both go through the router today. Writes enter through
+//! [`Inner::write`], the one place a write pipeline (journal, replication)
+//! plugs in without touching routing.
+
+pub mod breaker;
+pub mod config;
+mod probe;
+pub mod router;
+pub mod status;
+pub mod telemetry;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    CountScope, DeleteSelector, HealthReport, Hit, IndexSpec, RecallQuery, Record, ScanPage,
+    ScanRequest, UpsertOutcome,
+};
+use crate::store::{DynStore, VectorStore};
+use crate::validate::{self, CollectionFilter};
+use async_trait::async_trait;
+use breaker::{Breaker, BreakerState};
+use config::ManagerConfig;
+use parking_lot::Mutex;
+use router::Routed;
+use status::{ManagerStatus, StoreStatus};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use telemetry::Op;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One store and everything the manager knows about it.
+struct Slot {
+    store: DynStore,
+    name: String,
+    kind: &'static str,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    breaker: Breaker,
+    schema_ready: bool,
+    drained: bool,
+    healthy: Option<bool>,
+    last_probe_latency: Option<Duration>,
+    last_probe_error: Option<String>,
+}
+
+/// State shared by the manager handle and its background tasks.
+pub(crate) struct Inner {
+    config: ManagerConfig,
+    slots: Vec<Slot>,
+    forced: Mutex<Option<usize>>,
+    shutting_down: AtomicBool,
+    status_tx: watch::Sender<ManagerStatus>,
+}
+
+/// The failover manager. Implements [`VectorStore`], so a service can put it
+/// where a single store was. Call [`VectorManager::shutdown`] to stop its
+/// background tasks; dropping it cancels them too.
+pub struct VectorManager {
+    inner: Arc<Inner>,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for VectorManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorManager")
+            .field("name", &self.inner.config.name)
+            .field(
+                "stores",
+                &self.inner.slots.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl VectorManager {
+    /// Starts a manager over `stores`, in priority order.
+    ///
+    /// Runs `ensure_schema` with the configured [`IndexSpec`] on every store.
+    /// A store that is unreachable now joins later, once its probe succeeds;
+    /// a store that holds another dim/metric (or fails for any other
+    /// non-transient reason) stops the start with that error.
+    pub async fn start(config: ManagerConfig, stores: Vec<DynStore>) -> Result<VectorManager> {
+        config.check()?;
+        if stores.is_empty() {
+            return Err(Error::invalid("stores", "needs at least one store"));
+        }
+        for (i, store) in stores.iter().enumerate() {
+            if stores[..i].iter().any(|other| other.name() == store.name()) {
+                return Err(Error::invalid(
+                    "stores",
+                    format!(
+                        "two stores are named {:?}; names must be unique",
+                        store.name()
+                    ),
+                ));
+            }
+        }
+
+        let now = Instant::now();
+        let mut slots = Vec::with_capacity(stores.len());
+        for store in stores {
+            let limit = Duration::from_millis(config.retry.deadline_ms);
+            let ready = match tokio::time::timeout(limit, store.ensure_schema(&config.index)).await
+            {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) if !error.is_retriable() => return Err(error),
+                Ok(Err(error)) => {
+                    tracing::warn!(store = store.name(), %error, "store unreachable at start; it joins once its probe succeeds");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        store = store.name(),
+                        "ensure_schema timed out at start; it joins once its probe succeeds"
+                    );
+                    false
+                }
+            };
+            slots.push(Slot {
+                name: store.name().to_owned(),
+                kind: store.kind(),
+                state: Mutex::new(SlotState {
+                    breaker: Breaker::new(config.breaker, now),
+                    schema_ready: ready,
+                    drained: false,
+                    healthy: None,
+                    last_probe_latency: None,
+                    last_probe_error: None,
+                }),
+                store,
+            });
+        }
+
+        let placeholder = ManagerStatus {
+            name: config.name.clone(),
+            active: None,
+            stores: Vec::new(),
+            shutting_down: false,
+        };
+        let (status_tx, _) = watch::channel(placeholder);
+        let inner = Arc::new(Inner {
+            config,
+            slots,
+            forced: Mutex::new(None),
+            shutting_down: AtomicBool::new(false),
+            status_tx,
+        });
+        inner.refresh();
+
+        let cancel = CancellationToken::new();
+        let tasks = (0..inner.slots.len())
+            .map(|index| tokio::spawn(probe::run(inner.clone(), index, cancel.child_token())))
+            .collect();
+        Ok(VectorManager {
+            inner,
+            cancel,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// A snapshot of every store's state.
+    pub fn status(&self) -> ManagerStatus {
+        self.inner.snapshot()
+    }
+
+    /// A stream of status snapshots, updated on every state change (breaker,
+    /// health flag, active store, operator override), never per request.
+    pub fn subscribe(&self) -> watch::Receiver<ManagerStatus> {
+        self.inner.status_tx.subscribe()
+    }
+
+    /// The index every store holds.
+    pub fn spec(&self) -> &IndexSpec {
+        &self.inner.config.index
+    }
+
+    /// Operator override: route every request to `store` first (others stay
+    /// as fallbacks), until [`VectorManager::resume_auto`].
+    pub fn force_active(&self, store: &str) -> Result<()> {
+        let index = self.inner.index_of(store)?;
+        *self.inner.forced.lock() = Some(index);
+        self.inner.slots[index].state.lock().drained = false;
+        tracing::warn!(store, "operator forced the active store");
+        self.inner.refresh();
+        Ok(())
+    }
+
+    /// Operator override: take `store` out of rotation (for maintenance),
+    /// until [`VectorManager::resume_auto`].
+    pub fn drain(&self, store: &str) -> Result<()> {
+        let index = self.inner.index_of(store)?;
+        self.inner.slots[index].state.lock().drained = true;
+        let mut forced = self.inner.forced.lock();
+        if *forced == Some(index) {
+            *forced = None;
+        }
+        drop(forced);
+        tracing::warn!(store, "operator drained the store");
+        self.inner.refresh();
+        Ok(())
+    }
+
+    /// Clears every operator override: priority order and breakers decide again.
+    pub fn resume_auto(&self) {
+        *self.inner.forced.lock() = None;
+        for slot in &self.inner.slots {
+            slot.state.lock().drained = false;
+        }
+        tracing::info!("operator returned routing to automatic");
+        self.inner.refresh();
+    }
+
+    /// Like [`VectorStore::recall`], also naming the store that answered.
+    pub async fn recall_routed(&self, query: &RecallQuery) -> Result<Routed<Vec<Hit>>> {
+        let filter = validate::check_recall(&self.inner.config.index, query)?;
+        if filter == CollectionFilter::Nothing {
+            return Ok(Routed {
+                value: Vec::new(),
+                served_by: self.inner.config.name.clone(),
+            });
+        }
+        self.inner
+            .route(Op::Recall, |store| async move { store.recall(query).await })
+            .await
+    }
+
+    /// Stops accepting requests, cancels and joins every background task.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "a background task panicked");
+            }
+        }
+        self.inner.refresh();
+        tracing::info!(manager = %self.inner.config.name, "manager shut down");
+    }
+
+    /// How many background tasks are still running (0 after `shutdown`).
+    pub fn running_tasks(&self) -> usize {
+        self.tasks
+            .lock()
+            .iter()
+            .filter(|t| !t.is_finished())
+            .count()
+    }
+
+    /// Size of the manager's per-request state (sliding-window entries),
+    /// exposed so tests can show that nothing grows with traffic.
+    #[doc(hidden)]
+    pub fn footprint(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.state.lock().breaker.window_len())
+            .sum::<usize>()
+            + self.inner.status_tx.receiver_count()
+    }
+}
+
+impl Drop for VectorManager {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for task in self.tasks.lock().iter() {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    fn index_of(&self, store: &str) -> Result<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.name == store)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+                Error::invalid(
+                    "store",
+                    format!("no store named {store:?}; stores are {known:?}"),
+                )
+            })
+    }
+
+    /// Stores in the order a request tries them: the forced one, then
+    /// priority order; drained stores are left out.
+    fn candidates(&self) -> Vec<usize> {
+        let forced = *self.forced.lock();
+        let mut order: Vec<usize> = forced.into_iter().collect();
+        order.extend((0..self.slots.len()).filter(|i| Some(*i) != forced));
+        order.retain(|i| !self.is_drained(*i));
+        order
+    }
+
+    fn is_drained(&self, index: usize) -> bool {
+        self.slots[index].state.lock().drained
+    }
+
+    fn schema_ready(&self, index: usize) -> bool {
+        self.slots[index].state.lock().schema_ready
+    }
+
+    fn admits(&self, index: usize) -> bool {
+        self.slots[index]
+            .state
+            .lock()
+            .breaker
+            .admits(Instant::now())
+    }
+
+    /// Why a request may not use this store now, if it may not.
+    fn unusable_reason(&self, index: usize) -> Option<&'static str> {
+        let mut state = self.slots[index].state.lock();
+        if state.drained {
+            Some("drained by an operator")
+        } else if !state.schema_ready {
+            Some("not ready: its schema could not be ensured yet")
+        } else {
+            match state.breaker.state(Instant::now()) {
+                BreakerState::Closed => None,
+                BreakerState::Open => Some("skipped: circuit open"),
+                BreakerState::HalfOpen => {
+                    Some("skipped: circuit half-open, waiting for probes to succeed")
+                }
+            }
+        }
+    }
+
+    /// Feeds a caller's request outcome to the store's breaker.
+    fn record_call(&self, index: usize, failed: bool) {
+        let changed = {
+            let mut state = self.slots[index].state.lock();
+            let now = Instant::now();
+            let before = state.breaker.state(now);
+            state.breaker.on_call(failed, now);
+            before != state.breaker.state(now)
+        };
+        if changed {
+            self.refresh();
+        }
+    }
+
+    /// Feeds a probe outcome (`Ok(latency)` or the error) to the store.
+    fn record_probe(&self, index: usize, outcome: Result<Duration>, took: Duration) {
+        let slot = &self.slots[index];
+        {
+            let mut state = slot.state.lock();
+            let now = Instant::now();
+            match &outcome {
+                Ok(latency) => {
+                    state.schema_ready = true;
+                    state.healthy = Some(true);
+                    state.last_probe_latency = Some(*latency);
+                    state.last_probe_error = None;
+                    state.breaker.on_probe(false, now);
+                }
+                Err(error) => {
+                    state.healthy = Some(false);
+                    state.last_probe_error = Some(error.to_string());
+                    state.breaker.on_probe(true, now);
+                }
+            }
+        }
+        telemetry::probe(&slot.name, outcome.is_ok(), took);
+        self.refresh();
+    }
+
+    /// Builds the current status.
+    fn snapshot(&self) -> ManagerStatus {
+        let now = Instant::now();
+        let forced = *self.forced.lock();
+        let mut active = None;
+        let order = self.candidates();
+        let mut stores: Vec<StoreStatus> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let mut state = slot.state.lock();
+                StoreStatus {
+                    name: slot.name.clone(),
+                    kind: slot.kind,
+                    breaker: state.breaker.state(now),
+                    healthy: state.healthy,
+                    schema_ready: state.schema_ready,
+                    drained: state.drained,
+                    forced: forced == Some(index),
+                    active: false,
+                    consecutive_failures: state.breaker.consecutive_failures(),
+                    last_probe_latency: state.last_probe_latency,
+                    last_probe_error: state.last_probe_error.clone(),
+                }
+            })
+            .collect();
+        if let Some(index) = order.into_iter().find(|i| {
+            let s = &stores[*i];
+            s.schema_ready && s.breaker == BreakerState::Closed
+        }) {
+            stores[index].active = true;
+            active = Some(stores[index].name.clone());
+        }
+        ManagerStatus {
+            name: self.config.name.clone(),
+            active,
+            stores,
+            shutting_down: self.is_shutting_down(),
+        }
+    }
+
+    /// Publishes the status if a state changed, logging each change once.
+    fn refresh(&self) {
+        let next = self.snapshot();
+        self.status_tx.send_if_modified(|current| {
+            if current.same_state(&next) && !current.stores.is_empty() {
+                return false;
+            }
+            log_changes(current, &next);
+            *current = next;
+            true
+        });
+    }
+
+    /// The write path. Today: routed like reads. This is where a write
+    /// pipeline (journal, replication to the other stores) plugs in.
+    async fn write<T, F, Fut>(&self, op: Op, call: F) -> Result<Routed<T>>
+    where
+        F: Fn(DynStore) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.route(op, call).await
+    }
+}
+
+fn log_changes(before: &ManagerStatus, after: &ManagerStatus) {
+    for store in &after.stores {
+        let old = before.store(&store.name);
+        if old.map(|o| o.breaker) != Some(store.breaker) {
+            telemetry::breaker(&store.name, store.breaker);
+            if old.is_some() {
+                match store.breaker {
+                    BreakerState::Open => {
+                        tracing::warn!(store = %store.name, error = ?store.last_probe_error, "circuit opened: store taken out of rotation")
+                    }
+                    BreakerState::HalfOpen => {
+                        tracing::info!(store = %store.name, "circuit half-open: probing before letting traffic back")
+                    }
+                    BreakerState::Closed => {
+                        tracing::info!(store = %store.name, "circuit closed: store back in rotation")
+                    }
+                }
+            }
+        }
+        if old.and_then(|o| o.healthy) != store.healthy && store.healthy == Some(false) {
+            tracing::warn!(store = %store.name, error = ?store.last_probe_error, "health probe failing");
+        }
+        if old.map(|o| o.active) != Some(store.active) {
+            telemetry::active(&store.name, store.active);
+        }
+    }
+    if before.active != after.active && !before.stores.is_empty() {
+        match &after.active {
+            Some(name) => {
+                tracing::warn!(active = %name, previous = ?before.active, "active store changed")
+            }
+            None => tracing::error!(previous = ?before.active, "no store can serve"),
+        }
+    }
+}
+
+#[async_trait]
+impl VectorStore for VectorManager {
+    fn kind(&self) -> &'static str {
+        "manager"
+    }
+
+    fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// Checks that `spec` is the manager's and ensures it on every store
+    /// that is reachable; unreachable stores get it from their probe later.
+    async fn ensure_schema(&self, spec: &IndexSpec) -> Result<()> {
+        let own = &self.inner.config.index;
+        if spec != own {
+            return Err(Error::SchemaMismatch {
+                store: self.inner.config.name.clone(),
+                expected: spec.describe(),
+                found: own.describe(),
+            });
+        }
+        let mut ready = 0;
+        let mut last_error = None;
+        for slot in &self.inner.slots {
+            match slot.store.ensure_schema(spec).await {
+                Ok(()) => {
+                    slot.state.lock().schema_ready = true;
+                    ready += 1;
+                }
+                Err(error) if !error.is_retriable() => return Err(error),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        self.inner.refresh();
+        match (ready, last_error) {
+            (0, Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        let prepared =
+            validate::prepare_upsert(&self.inner.config.index, records, validate::now_ms())?;
+        let rows: &[Record] = &prepared.records;
+        self.inner
+            .write(Op::Upsert, |store| async move { store.upsert(rows).await })
+            .await?;
+        Ok(UpsertOutcome { ids: prepared.ids })
+    }
+
+    async fn recall(&self, query: &RecallQuery) -> Result<Vec<Hit>> {
+        Ok(self.recall_routed(query).await?.value)
+    }
+
+    async fn delete(&self, selector: &DeleteSelector) -> Result<u64> {
+        validate::check_delete(selector)?;
+        Ok(self
+            .inner
+            .write(
+                Op::Delete,
+                |store| async move { store.delete(selector).await },
+            )
+            .await?
+            .value)
+    }
+
+    async fn count(&self, scope: &CountScope) -> Result<u64> {
+        validate::check_count(scope)?;
+        Ok(self
+            .inner
+            .route(Op::Count, |store| async move { store.count(scope).await })
+            .await?
+            .value)
+    }
+
+    async fn scan(&self, request: &ScanRequest) -> Result<ScanPage> {
+        validate::check_scan(request)?;
+        Ok(self
+            .inner
+            .route(Op::Scan, |store| async move { store.scan(request).await })
+            .await?
+            .value)
+    }
+
+    /// Healthy while some store can serve; reports the active store's last
+    /// probe. No extra round trip: the probes already make them.
+    async fn health(&self) -> Result<HealthReport> {
+        let status = self.status();
+        let Some(active) = status.active.as_deref().and_then(|name| status.store(name)) else {
+            return Err(Error::unavailable(
+                &self.inner.config.name,
+                "no store can serve",
+            ));
+        };
+        Ok(HealthReport {
+            latency: active.last_probe_latency.unwrap_or_default(),
+            detail: format!("active store: {}", active.name),
+        })
+    }
+}

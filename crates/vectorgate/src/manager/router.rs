@@ -1,0 +1,169 @@
+//! Routing one request: which stores, in what order, how many attempts,
+//! how long to wait between them, and when to give up.
+//!
+//! The rules, in one place:
+//! - candidates are the stores in priority order (a forced store first),
+//!   minus drained stores;
+//! - a store is used only while its breaker is closed and its schema is ready;
+//! - on a retriable error (`Unavailable`, `Timeout`, including the manager's own
+//!   per-attempt timeout) the same store is retried up to `retry.attempts`
+//!   times with exponential backoff and full jitter, unless its breaker opened
+//!   meanwhile, then the next store is tried;
+//! - any other error goes straight back to the caller: it is not the store's
+//!   fault, so it neither counts against the store nor moves to another;
+//! - everything happens inside one deadline; when it runs out, the caller
+//!   gets one error listing what each store did.
+
+use super::Inner;
+use super::telemetry::{self, Op};
+use crate::error::{Error, ErrorKind, Result, StoreFailure};
+use crate::store::DynStore;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rand::Rng;
+use std::future::Future;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// A result and the store that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed<T> {
+    /// What the store returned.
+    pub value: T,
+    /// Name of the store that answered.
+    pub served_by: String,
+}
+
+impl Inner {
+    /// Runs `call` on the first store that answers, following the rules above.
+    pub(crate) async fn route<T, F, Fut>(&self, op: Op, call: F) -> Result<Routed<T>>
+    where
+        F: Fn(DynStore) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if self.is_shutting_down() {
+            return Err(Error::unavailable(
+                &self.config.name,
+                "the manager is shutting down",
+            ));
+        }
+        let retry = &self.config.retry;
+        let attempt_timeout = Duration::from_millis(retry.attempt_timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(retry.deadline_ms);
+        let span =
+            tracing::info_span!("vectorgate.call", op = op.as_str(), manager = %self.config.name);
+
+        async {
+            let mut failures: Vec<StoreFailure> = Vec::new();
+            let mut previous: Option<&str> = None;
+            for index in self.candidates() {
+                let slot = &self.slots[index];
+                if let Some(reason) = self.unusable_reason(index) {
+                    failures.push(StoreFailure {
+                        store: slot.name.clone(),
+                        attempts: 0,
+                        kind: ErrorKind::Unavailable,
+                        error: reason.to_owned(),
+                    });
+                    continue;
+                }
+                if let Some(from) = previous {
+                    telemetry::failover(from, &slot.name, op);
+                    tracing::info!(from, to = %slot.name, "failing over to the next store");
+                }
+                previous = Some(&slot.name);
+
+                let mut delays = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(retry.base_delay_ms))
+                    .with_max_delay(Duration::from_millis(retry.max_delay_ms))
+                    .with_max_times(retry.attempts.saturating_sub(1) as usize)
+                    .build();
+                let mut attempts = 0u32;
+                let mut last_error: Option<Error> = None;
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    attempts += 1;
+                    let limit = attempt_timeout.min(deadline - now);
+                    let attempt_span =
+                        tracing::debug_span!("vectorgate.attempt", store = %slot.name, attempt = attempts);
+                    let outcome = tokio::time::timeout(limit, call(slot.store.clone()))
+                        .instrument(attempt_span)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::timeout(
+                                &slot.name,
+                                format!("no answer within {} ms", limit.as_millis()),
+                            ))
+                        });
+                    telemetry::call(&slot.name, op, outcome.as_ref().map(|_| ()), now.elapsed());
+                    match outcome {
+                        Ok(value) => {
+                            self.record_call(index, false);
+                            return Ok(Routed {
+                                value,
+                                served_by: slot.name.clone(),
+                            });
+                        }
+                        Err(error) if !error.is_retriable() => return Err(error),
+                        Err(error) => {
+                            tracing::debug!(store = %slot.name, attempt = attempts, %error, "attempt failed");
+                            self.record_call(index, true);
+                            last_error = Some(error);
+                        }
+                    }
+                    if attempts >= retry.attempts || !self.admits(index) {
+                        break;
+                    }
+                    let Some(ceiling) = delays.next() else { break };
+                    let delay = full_jitter(ceiling);
+                    if Instant::now() + delay >= deadline {
+                        break;
+                    }
+                    telemetry::retry(&slot.name, op);
+                    tokio::time::sleep(delay).await;
+                }
+                let (kind, error) = match last_error {
+                    Some(e) => (e.kind(), e.to_string()),
+                    None => (ErrorKind::Timeout, "deadline exceeded before the first attempt".to_owned()),
+                };
+                failures.push(StoreFailure {
+                    store: slot.name.clone(),
+                    attempts,
+                    kind,
+                    error,
+                });
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            for (index, slot) in self.slots.iter().enumerate() {
+                let tried = failures.iter().any(|f| f.store == slot.name);
+                if !tried && !self.is_drained(index) {
+                    failures.push(StoreFailure {
+                        store: slot.name.clone(),
+                        attempts: 0,
+                        kind: ErrorKind::Timeout,
+                        error: format!(
+                            "not tried: the request deadline of {} ms ran out",
+                            retry.deadline_ms
+                        ),
+                    });
+                }
+            }
+            tracing::warn!(op = op.as_str(), "request failed on every store");
+            Err(Error::AllStoresFailed(failures))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// "Full jitter": a uniformly random wait between zero and the exponential
+/// ceiling, so that many clients retrying at once spread out.
+fn full_jitter(ceiling: Duration) -> Duration {
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
