@@ -49,8 +49,20 @@ pub enum Fault {
     },
 }
 
+/// Which calls faults apply to (see [`FaultyStore::target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every method, `health` and `ensure_schema` included (default).
+    All,
+    /// `upsert` and `delete` only.
+    Writes,
+    /// `recall`, `count` and `scan` only.
+    Reads,
+}
+
 #[derive(Debug)]
 struct Plan {
+    target: Target,
     current: Fault,
     since: Instant,
     /// Future changes, by time; a BTreeMap keeps them ordered.
@@ -90,6 +102,7 @@ impl FaultyStore {
         Arc::new(FaultyStore {
             inner,
             plan: Mutex::new(Plan {
+                target: Target::All,
                 current: Fault::None,
                 since: Instant::now(),
                 scheduled: BTreeMap::new(),
@@ -115,6 +128,11 @@ impl FaultyStore {
         plan.scheduled.insert(key, fault);
     }
 
+    /// Restricts every fault to these calls; the others pass through.
+    pub fn target(&self, target: Target) {
+        self.plan.lock().target = target;
+    }
+
     /// The next `n` calls fail with `kind`, whatever else is set.
     pub fn fail_next(&self, n: u32, kind: ErrorKind) {
         self.plan.lock().one_off = Some((n, kind));
@@ -137,11 +155,14 @@ impl FaultyStore {
 
     /// The fault in force now.
     pub fn current(&self) -> Fault {
-        self.decide(Instant::now())
+        self.decide(Instant::now(), Target::All)
     }
 
-    fn decide(&self, now: Instant) -> Fault {
+    fn decide(&self, now: Instant, call: Target) -> Fault {
         let mut plan = self.plan.lock();
+        if plan.target != Target::All && plan.target != call {
+            return Fault::None;
+        }
         while let Some(entry) = plan.scheduled.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -176,17 +197,22 @@ impl FaultyStore {
 
     async fn gate<T>(
         &self,
-        health: bool,
+        kind: Call,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        let counter = if health {
+        let counter = if kind == Call::Health {
             &self.counters.health
         } else {
             &self.counters.data
         };
         counter.fetch_add(1, Ordering::SeqCst);
         let name = self.inner.name();
-        match self.decide(Instant::now()) {
+        let target = match kind {
+            Call::Write => Target::Writes,
+            Call::Read => Target::Reads,
+            Call::Health | Call::Schema => Target::All,
+        };
+        match self.decide(Instant::now(), target) {
             Fault::None | Fault::Flap { .. } => {}
             Fault::Fail(kind) => return Err(injected(name, kind)),
             Fault::Delay(delay) => tokio::time::sleep(delay).await,
@@ -196,6 +222,14 @@ impl FaultyStore {
         self.counters.passed.fetch_add(1, Ordering::SeqCst);
         result
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Schema,
+    Write,
+    Read,
+    Health,
 }
 
 fn injected(store: &str, kind: ErrorKind) -> Error {
@@ -222,24 +256,25 @@ impl VectorStore for FaultyStore {
         self.inner.name()
     }
     async fn ensure_schema(&self, spec: &IndexSpec) -> Result<()> {
-        self.gate(false, self.inner.ensure_schema(spec)).await
+        self.gate(Call::Schema, self.inner.ensure_schema(spec))
+            .await
     }
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
-        self.gate(false, self.inner.upsert(records)).await
+        self.gate(Call::Write, self.inner.upsert(records)).await
     }
     async fn recall(&self, query: &RecallQuery) -> Result<Vec<Hit>> {
-        self.gate(false, self.inner.recall(query)).await
+        self.gate(Call::Read, self.inner.recall(query)).await
     }
     async fn delete(&self, selector: &DeleteSelector) -> Result<u64> {
-        self.gate(false, self.inner.delete(selector)).await
+        self.gate(Call::Write, self.inner.delete(selector)).await
     }
     async fn count(&self, scope: &CountScope) -> Result<u64> {
-        self.gate(false, self.inner.count(scope)).await
+        self.gate(Call::Read, self.inner.count(scope)).await
     }
     async fn scan(&self, request: &ScanRequest) -> Result<ScanPage> {
-        self.gate(false, self.inner.scan(request)).await
+        self.gate(Call::Read, self.inner.scan(request)).await
     }
     async fn health(&self) -> Result<HealthReport> {
-        self.gate(true, self.inner.health()).await
+        self.gate(Call::Health, self.inner.health()).await
     }
 }

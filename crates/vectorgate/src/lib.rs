@@ -5,9 +5,11 @@
 //! - [`store`]: the [`VectorStore`] trait every backend implements;
 //! - [`error`]: one error enum whose kinds a caller can act on;
 //! - [`validate`]: every input rule, in one place, applied before a store is touched;
-//! - [`manager`]: the [`VectorManager`], which fails over between stores.
+//! - [`manager`]: the [`VectorManager`], which fails over between stores;
+//! - [`journal`]: the durable log that keeps every store in sync.
 
 pub mod error;
+pub mod journal;
 pub mod manager;
 pub mod model;
 pub mod store;

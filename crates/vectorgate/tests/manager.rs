@@ -1,5 +1,7 @@
 //! Deterministic tests of the failover manager: in-memory stores behind the
 //! fault-injecting wrapper, on tokio's paused clock (no real sleeps).
+//! Replication is off here: it is tested in real time in `replication.rs`,
+//! since the journal's blocking I/O and a paused clock do not mix.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -73,7 +75,7 @@ async fn rig_with(config: ManagerConfig) -> Rig {
 }
 
 async fn rig() -> Rig {
-    rig_with(ManagerConfig::new(spec())).await
+    rig_with(ManagerConfig::new(spec()).without_replication()).await
 }
 
 fn breaker_of(status: &ManagerStatus, store: &str) -> BreakerState {
@@ -418,7 +420,7 @@ async fn a_store_down_at_start_joins_once_reachable() {
     down.set(Fault::Fail(ErrorKind::Unavailable));
     let fallback = Arc::new(MemoryStore::new("fallback"));
     let manager = VectorManager::start(
-        ManagerConfig::new(spec()),
+        ManagerConfig::new(spec()).without_replication(),
         vec![down.clone() as DynStore, fallback as DynStore],
     )
     .await
@@ -444,7 +446,7 @@ async fn a_store_with_another_schema_stops_the_start() {
         .await
         .unwrap();
     let error = VectorManager::start(
-        ManagerConfig::new(spec()),
+        ManagerConfig::new(spec()).without_replication(),
         vec![
             Arc::new(MemoryStore::new("new")) as DynStore,
             other as DynStore,
@@ -460,7 +462,7 @@ async fn a_store_with_another_schema_stops_the_start() {
     );
 
     let error = VectorManager::start(
-        ManagerConfig::new(spec()),
+        ManagerConfig::new(spec()).without_replication(),
         vec![
             Arc::new(MemoryStore::new("same")) as DynStore,
             Arc::new(MemoryStore::new("same")) as DynStore,
@@ -540,6 +542,8 @@ async fn config_from_toml_drives_the_manager() {
         open_ms = 1000
         [retry]
         attempts = 1
+        [replication]
+        mode = "off"
         "#,
     )
     .unwrap();

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::IndexSpec;
 use crate::validate;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything the [`crate::VectorManager`] needs besides its stores.
@@ -39,6 +40,9 @@ pub struct ManagerConfig {
     /// Retries, timeouts and the per-request deadline.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// The journal that keeps every store in sync.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
 }
 
 fn default_name() -> String {
@@ -54,7 +58,23 @@ impl ManagerConfig {
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
+            replication: ReplicationConfig::default(),
         }
+    }
+
+    /// The same config with replication through a journal at `path`
+    /// (mode `async`).
+    pub fn with_journal(mut self, path: impl Into<PathBuf>) -> Self {
+        self.replication.mode = ReplicationMode::Async;
+        self.replication.journal_path = Some(path.into());
+        self
+    }
+
+    /// The same config without a journal (mode `off`): writes go to the
+    /// serving store only and nothing copies them to the others.
+    pub fn without_replication(mut self) -> Self {
+        self.replication.mode = ReplicationMode::Off;
+        self
     }
 
     /// Parses a TOML document.
@@ -127,7 +147,99 @@ impl ManagerConfig {
                 ),
             ));
         }
+        let rep = &self.replication;
+        if rep.mode != ReplicationMode::Off && rep.journal_path.is_none() {
+            return Err(Error::invalid(
+                "replication.journal_path",
+                format!(
+                    "is required when replication.mode is {:?}; set mode = \"off\" to run without a journal",
+                    rep.mode.as_str()
+                ),
+            ));
+        }
+        let limits = [
+            (
+                "replication.max_batch_records",
+                rep.max_batch_records,
+                1,
+                100_000,
+            ),
+            ("replication.queue", rep.queue, 1, 1_000_000),
+        ];
+        for (field, value, min, max) in limits {
+            if !(min..=max).contains(&value) {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {value}, must be {min}..={max}"),
+                ));
+            }
+        }
+        if rep.dead_letter_after == 0 {
+            return Err(Error::invalid(
+                "replication.dead_letter_after",
+                "must be >= 1",
+            ));
+        }
         Ok(())
+    }
+}
+
+/// How writes reach the stores that do not serve them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationMode {
+    /// Acknowledge once the serving store applied the write and the journal
+    /// holds it for the others (default).
+    #[default]
+    Async,
+    /// Acknowledge once every healthy, caught-up store applied it; stores
+    /// that are down get it from the journal later.
+    Sync,
+    /// No journal: writes reach only the store that serves them.
+    Off,
+}
+
+impl ReplicationMode {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Async => "async",
+            ReplicationMode::Sync => "sync",
+            ReplicationMode::Off => "off",
+        }
+    }
+}
+
+/// The write pipeline and the replicators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// `async` (default), `sync` or `off`.
+    pub mode: ReplicationMode,
+    /// The journal file (SQLite). Required unless `mode = "off"`.
+    pub journal_path: Option<PathBuf>,
+    /// Most records one group commit takes from the queue. Default 4000.
+    pub max_batch_records: usize,
+    /// Writes waiting for the pipeline before callers wait. Default 1024.
+    pub queue: usize,
+    /// How long a read waits for its store to apply every acknowledged
+    /// write before it is answered anyway. Default 2000 ms.
+    pub catchup_wait_ms: u64,
+    /// Attempts before an entry a store refuses goes to its dead letters.
+    /// Default 5.
+    pub dead_letter_after: u32,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            mode: ReplicationMode::Async,
+            journal_path: None,
+            max_batch_records: 4000,
+            queue: 1024,
+            catchup_wait_ms: 2000,
+            dead_letter_after: 5,
+        }
     }
 }
 
@@ -238,6 +350,8 @@ mod tests {
             metric = "l2"
             [breaker]
             open_ms = 100
+            [replication]
+            journal_path = "/tmp/journal.db"
             "#,
         )
         .unwrap();

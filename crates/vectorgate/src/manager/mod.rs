@@ -8,18 +8,20 @@
 //! - [`telemetry`]: the metrics it exports;
 //! - [`config`]: every knob, with its default.
 //!
-//! Reads and writes both go through the router today. Writes enter through
-//! [`Inner::write`], the one place a write pipeline (journal, replication)
-//! plugs in without touching routing.
+//! - [`replication`]: the journaled write pipeline and the replicators that
+//!   keep every store in sync (mode `async`/`sync`; `off` routes writes
+//!   like reads).
 
 pub mod breaker;
 pub mod config;
 mod probe;
+mod replication;
 pub mod router;
 pub mod status;
 pub mod telemetry;
 
 use crate::error::{Error, Result};
+use crate::journal::WriteOp;
 use crate::model::{
     CountScope, DeleteSelector, HealthReport, Hit, IndexSpec, RecallQuery, Record, ScanPage,
     ScanRequest, UpsertOutcome,
@@ -28,11 +30,11 @@ use crate::store::{DynStore, VectorStore};
 use crate::validate::{self, CollectionFilter};
 use async_trait::async_trait;
 use breaker::{Breaker, BreakerState};
-use config::ManagerConfig;
+use config::{ManagerConfig, ReplicationMode};
 use parking_lot::Mutex;
+use replication::Replication;
 use router::Routed;
 use status::{ManagerStatus, StoreStatus};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -67,6 +69,8 @@ pub(crate) struct Inner {
     forced: Mutex<Option<usize>>,
     shutting_down: AtomicBool,
     status_tx: watch::Sender<ManagerStatus>,
+    /// The journal and its pipeline; `None` when replication is off.
+    replication: Option<Replication>,
 }
 
 /// The failover manager. Implements [`VectorStore`], so a service can put it
@@ -149,11 +153,23 @@ impl VectorManager {
             });
         }
 
+        let replication = match (&config.replication.mode, &config.replication.journal_path) {
+            (ReplicationMode::Off, _) | (_, None) => None,
+            (mode, Some(path)) => {
+                let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
+                Some(
+                    Replication::open(*mode, path.clone(), config.replication.queue, &names)
+                        .await?,
+                )
+            }
+        };
         let placeholder = ManagerStatus {
             name: config.name.clone(),
             active: None,
             stores: Vec::new(),
             shutting_down: false,
+            replication: config.replication.mode.as_str(),
+            committed_seq: 0,
         };
         let (status_tx, _) = watch::channel(placeholder);
         let inner = Arc::new(Inner {
@@ -162,13 +178,25 @@ impl VectorManager {
             forced: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             status_tx,
+            replication,
         });
         inner.refresh();
 
+        // The only background tasks: one probe per store and, with
+        // replication, one writer and one replicator per store.
         let cancel = CancellationToken::new();
-        let tasks = (0..inner.slots.len())
+        let mut tasks: Vec<JoinHandle<()>> = (0..inner.slots.len())
             .map(|index| tokio::spawn(probe::run(inner.clone(), index, cancel.child_token())))
             .collect();
+        if inner.replication.is_some() {
+            tasks.push(tokio::spawn(inner.clone().run_writer(cancel.child_token())));
+            for index in 0..inner.slots.len() {
+                tasks.push(tokio::spawn(
+                    inner.clone().run_replicator(index, cancel.child_token()),
+                ));
+                inner.wake_replicator(index);
+            }
+        }
         Ok(VectorManager {
             inner,
             cancel,
@@ -237,12 +265,23 @@ impl VectorManager {
                 served_by: self.inner.config.name.clone(),
             });
         }
-        self.inner
-            .route(Op::Recall, |store| async move { store.recall(query).await })
+        let inner = &self.inner;
+        inner
+            .route(Op::Recall, |i| async move {
+                inner.slots[i].store.recall(query).await
+            })
             .await
     }
 
-    /// Stops accepting requests, cancels and joins every background task.
+    /// Re-applies the dead letters of `store` (entries it refused); returns
+    /// how many it accepted now and how many it still refuses.
+    pub async fn redrive_dead_letters(&self, store: &str) -> Result<(u64, u64)> {
+        let index = self.inner.index_of(store)?;
+        self.inner.redrive(index).await
+    }
+
+    /// Stops accepting requests, answers the writes already queued, cancels
+    /// and joins every background task, and persists the journal cursors.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.cancel.cancel();
@@ -254,6 +293,7 @@ impl VectorManager {
                 tracing::error!(%error, "a background task panicked");
             }
         }
+        self.inner.save_cursors().await;
         self.inner.refresh();
         tracing::info!(manager = %self.inner.config.name, "manager shut down");
     }
@@ -314,7 +354,29 @@ impl Inner {
         let mut order: Vec<usize> = forced.into_iter().collect();
         order.extend((0..self.slots.len()).filter(|i| Some(*i) != forced));
         order.retain(|i| !self.is_drained(*i));
+        // Stable: priority order within each group.
+        order.sort_by_key(|i| !self.in_sync(*i));
         order
+    }
+
+    /// True when the store has applied every committed write (or there is
+    /// no journal to be behind).
+    fn in_sync(&self, index: usize) -> bool {
+        self.replication
+            .as_ref()
+            .is_none_or(|r| r.replicas[index].in_sync.load(Ordering::Relaxed))
+    }
+
+    /// Breaker closed, schema ready, not drained.
+    fn usable(&self, index: usize) -> bool {
+        let mut state = self.slots[index].state.lock();
+        !state.drained && state.schema_ready && state.breaker.admits(Instant::now())
+    }
+
+    fn wake_replicator(&self, index: usize) {
+        if let Some(replication) = &self.replication {
+            replication.wake(index);
+        }
     }
 
     fn is_drained(&self, index: usize) -> bool {
@@ -361,6 +423,9 @@ impl Inner {
             before != state.breaker.state(now)
         };
         if changed {
+            if failed {
+                self.mark_out_of_sync(index);
+            }
             self.refresh();
         }
     }
@@ -388,6 +453,7 @@ impl Inner {
         }
         telemetry::probe(&slot.name, outcome.is_ok(), took);
         self.refresh();
+        self.wake_replicator(index);
     }
 
     /// Builds the current status.
@@ -401,6 +467,15 @@ impl Inner {
             .iter()
             .enumerate()
             .map(|(index, slot)| {
+                let (lag_entries, lag_seconds) = self
+                    .replication
+                    .as_ref()
+                    .map_or((0, None), |r| r.lag(index));
+                let dead_letters = self
+                    .replication
+                    .as_ref()
+                    .map_or(0, |r| r.dead_letters(index));
+                let in_sync = self.in_sync(index);
                 let mut state = slot.state.lock();
                 StoreStatus {
                     name: slot.name.clone(),
@@ -414,12 +489,16 @@ impl Inner {
                     consecutive_failures: state.breaker.consecutive_failures(),
                     last_probe_latency: state.last_probe_latency,
                     last_probe_error: state.last_probe_error.clone(),
+                    in_sync,
+                    lag_entries,
+                    lag_seconds,
+                    dead_letters,
                 }
             })
             .collect();
         if let Some(index) = order.into_iter().find(|i| {
             let s = &stores[*i];
-            s.schema_ready && s.breaker == BreakerState::Closed
+            s.schema_ready && s.breaker == BreakerState::Closed && s.in_sync
         }) {
             stores[index].active = true;
             active = Some(stores[index].name.clone());
@@ -429,6 +508,8 @@ impl Inner {
             active,
             stores,
             shutting_down: self.is_shutting_down(),
+            replication: self.config.replication.mode.as_str(),
+            committed_seq: self.replication.as_ref().map_or(0, |r| r.committed()),
         }
     }
 
@@ -445,14 +526,32 @@ impl Inner {
         });
     }
 
-    /// The write path. Today: routed like reads. This is where a write
-    /// pipeline (journal, replication to the other stores) plugs in.
-    async fn write<T, F, Fut>(&self, op: Op, call: F) -> Result<Routed<T>>
-    where
-        F: Fn(DynStore) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.route(op, call).await
+    /// The write path: through the journal when replication is on, else
+    /// routed like a read. Returns the delete count (0 for upserts).
+    async fn write(&self, op: WriteOp) -> Result<u64> {
+        if self.is_shutting_down() {
+            return Err(Error::unavailable(
+                &self.config.name,
+                "the manager is shutting down",
+            ));
+        }
+        if self.replication.is_some() {
+            return self.submit(op).await;
+        }
+        match &op {
+            WriteOp::Upsert(records) => self
+                .route(Op::Upsert, |i| async move {
+                    self.slots[i].store.upsert(records).await.map(|_| 0)
+                })
+                .await
+                .map(|r| r.value),
+            WriteOp::Delete(selector) => self
+                .route(Op::Delete, |i| async move {
+                    self.slots[i].store.delete(selector).await
+                })
+                .await
+                .map(|r| r.value),
+        }
     }
 }
 
@@ -506,7 +605,7 @@ impl VectorStore for VectorManager {
     /// that is reachable; unreachable stores get it from their probe later.
     async fn ensure_schema(&self, spec: &IndexSpec) -> Result<()> {
         let own = &self.inner.config.index;
-        if spec != own {
+        if spec.dim != own.dim || spec.metric != own.metric {
             return Err(Error::SchemaMismatch {
                 store: self.inner.config.name.clone(),
                 expected: spec.describe(),
@@ -535,11 +634,11 @@ impl VectorStore for VectorManager {
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
         let prepared =
             validate::prepare_upsert(&self.inner.config.index, records, validate::now_ms())?;
-        let rows: &[Record] = &prepared.records;
+        let ids = prepared.ids;
         self.inner
-            .write(Op::Upsert, |store| async move { store.upsert(rows).await })
+            .write(WriteOp::Upsert(prepared.records.into_owned()))
             .await?;
-        Ok(UpsertOutcome { ids: prepared.ids })
+        Ok(UpsertOutcome { ids })
     }
 
     async fn recall(&self, query: &RecallQuery) -> Result<Vec<Hit>> {
@@ -548,21 +647,16 @@ impl VectorStore for VectorManager {
 
     async fn delete(&self, selector: &DeleteSelector) -> Result<u64> {
         validate::check_delete(selector)?;
-        Ok(self
-            .inner
-            .write(
-                Op::Delete,
-                |store| async move { store.delete(selector).await },
-            )
-            .await?
-            .value)
+        self.inner.write(WriteOp::Delete(selector.clone())).await
     }
 
     async fn count(&self, scope: &CountScope) -> Result<u64> {
         validate::check_count(scope)?;
         Ok(self
             .inner
-            .route(Op::Count, |store| async move { store.count(scope).await })
+            .route(Op::Count, |i| async move {
+                self.inner.slots[i].store.count(scope).await
+            })
             .await?
             .value)
     }
@@ -571,7 +665,9 @@ impl VectorStore for VectorManager {
         validate::check_scan(request)?;
         Ok(self
             .inner
-            .route(Op::Scan, |store| async move { store.scan(request).await })
+            .route(Op::Scan, |i| async move {
+                self.inner.slots[i].store.scan(request).await
+            })
             .await?
             .value)
     }

@@ -3,7 +3,9 @@
 //!
 //! The rules, in one place:
 //! - candidates are the stores in priority order (a forced store first),
-//!   minus drained stores;
+//!   minus drained stores; with replication on, stores in sync with the
+//!   journal come before stores still catching up;
+//! - before a read, the store applies every acknowledged write (bounded wait);
 //! - a store is used only while its breaker is closed and its schema is ready;
 //! - on a retriable error (`Unavailable`, `Timeout`, including the manager's own
 //!   per-attempt timeout) the same store is retried up to `retry.attempts`
@@ -17,7 +19,6 @@
 use super::Inner;
 use super::telemetry::{self, Op};
 use crate::error::{Error, ErrorKind, Result, StoreFailure};
-use crate::store::DynStore;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
 use std::future::Future;
@@ -38,7 +39,7 @@ impl Inner {
     /// Runs `call` on the first store that answers, following the rules above.
     pub(crate) async fn route<T, F, Fut>(&self, op: Op, call: F) -> Result<Routed<T>>
     where
-        F: Fn(DynStore) -> Fut,
+        F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         if self.is_shutting_down() {
@@ -86,10 +87,17 @@ impl Inner {
                         break;
                     }
                     attempts += 1;
+                    if op.is_read() {
+                        self.catch_up_for_read(index, deadline).await;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
                     let limit = attempt_timeout.min(deadline - now);
                     let attempt_span =
                         tracing::debug_span!("vectorgate.attempt", store = %slot.name, attempt = attempts);
-                    let outcome = tokio::time::timeout(limit, call(slot.store.clone()))
+                    let outcome = tokio::time::timeout(limit, call(index))
                         .instrument(attempt_span)
                         .await
                         .unwrap_or_else(|_| {

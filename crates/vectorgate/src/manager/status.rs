@@ -16,6 +16,10 @@ pub struct ManagerStatus {
     pub stores: Vec<StoreStatus>,
     /// True once `shutdown` began.
     pub shutting_down: bool,
+    /// `async`, `sync` or `off`.
+    pub replication: &'static str,
+    /// Highest journal sequence number the write pipeline finished with.
+    pub committed_seq: u64,
 }
 
 impl ManagerStatus {
@@ -37,6 +41,7 @@ impl ManagerStatus {
                     && a.schema_ready == b.schema_ready
                     && a.drained == b.drained
                     && a.forced == b.forced
+                    && a.in_sync == b.in_sync
             })
     }
 }
@@ -67,4 +72,12 @@ pub struct StoreStatus {
     pub last_probe_latency: Option<Duration>,
     /// Error of the last probe, if it failed.
     pub last_probe_error: Option<String>,
+    /// Has applied every committed write (always true without replication).
+    pub in_sync: bool,
+    /// Journal entries it has not applied yet.
+    pub lag_entries: u64,
+    /// Seconds since the first write it misses was journaled.
+    pub lag_seconds: Option<f64>,
+    /// Entries it refused permanently, kept for re-driving.
+    pub dead_letters: u64,
 }

@@ -11,6 +11,13 @@
 //! | `vectorgate_store_healthy` | gauge (1/0) | store |
 //! | `vectorgate_probe_duration_seconds` | histogram | store |
 //! | `vectorgate_active_store` | gauge (1 for the active store) | store |
+//! | `vectorgate_replication_lag_entries` | gauge | store |
+//! | `vectorgate_replication_lag_seconds` | gauge | store |
+//! | `vectorgate_dead_letters` | gauge | store |
+//! | `vectorgate_journal_pending_entries` | gauge (entries the slowest store misses) | |
+//! | `vectorgate_write_batch_writes` | histogram (writes per group commit) | |
+//! | `vectorgate_replicated_entries_total` | counter (replicator batches applied) | store |
+//! | `vectorgate_stale_reads_total` | counter (reads answered before catch-up) | store |
 
 use super::breaker::BreakerState;
 use crate::error::Error;
@@ -32,6 +39,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// True for operations that do not change data.
+    pub fn is_read(self) -> bool {
+        matches!(self, Op::Recall | Op::Count | Op::Scan)
+    }
+
     /// Label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -85,4 +97,12 @@ pub(crate) fn active(store: &str, is_active: bool) {
     } else {
         0.0
     });
+}
+
+pub(crate) fn lag(store: &str, entries: u64, seconds: f64, dead_letters: u64) {
+    metrics::gauge!("vectorgate_replication_lag_entries", "store" => store.to_owned())
+        .set(entries as f64);
+    metrics::gauge!("vectorgate_replication_lag_seconds", "store" => store.to_owned()).set(seconds);
+    metrics::gauge!("vectorgate_dead_letters", "store" => store.to_owned())
+        .set(dead_letters as f64);
 }
