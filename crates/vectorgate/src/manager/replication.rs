@@ -566,7 +566,7 @@ impl Inner {
                 .in_sync
                 .swap(false, Ordering::Relaxed)
         {
-            tracing::warn!(store = %self.slots[index].name, "store fell behind the journal; it catches up before serving again");
+            tracing::warn!(store = %self.slots[index].name, "store is out of sync with the journal; it catches up before serving again");
             self.refresh();
         }
     }
