@@ -6,12 +6,14 @@
 //! - [`error`]: one error enum whose kinds a caller can act on;
 //! - [`validate`]: every input rule, in one place, applied before a store is touched;
 //! - [`manager`]: the [`VectorManager`], which fails over between stores;
-//! - [`journal`]: the durable log that keeps every store in sync.
+//! - [`journal`]: the durable log that keeps every store in sync;
+//! - [`resync`]: copying one store into another (new fallback, migration).
 
 pub mod error;
 pub mod journal;
 pub mod manager;
 pub mod model;
+pub mod resync;
 pub mod store;
 pub mod validate;
 

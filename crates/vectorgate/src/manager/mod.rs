@@ -273,6 +273,22 @@ impl VectorManager {
             .await
     }
 
+    /// Copies every record of store `from` into store `to` (adding a
+    /// fallback to a deployment, migrating between backends). `to` is out of
+    /// rotation meanwhile; writes arriving during the copy reach it through
+    /// the journal afterwards. Resumable through `options.checkpoint`.
+    pub async fn resync(
+        &self,
+        from: &str,
+        to: &str,
+        options: &crate::resync::ResyncOptions,
+        on_progress: impl FnMut(&crate::resync::ResyncProgress),
+    ) -> Result<crate::resync::ResyncReport> {
+        let from = self.inner.index_of(from)?;
+        let to = self.inner.index_of(to)?;
+        self.inner.resync_store(from, to, options, on_progress).await
+    }
+
     /// Re-applies the dead letters of `store` (entries it refused); returns
     /// how many it accepted now and how many it still refuses.
     pub async fn redrive_dead_letters(&self, store: &str) -> Result<(u64, u64)> {

@@ -73,6 +73,9 @@ pub(crate) struct Replica {
     wake: Notify,
     /// The entry this store keeps refusing and how often (bounded: one).
     refusals: Mutex<Option<(u64, u32)>>,
+    /// While a resync copies into this store: the journal must keep every
+    /// entry after this sequence number (`u64::MAX`: no resync).
+    floor: AtomicU64,
 }
 
 impl Replica {
@@ -177,6 +180,7 @@ impl Replication {
                 dead_letters: AtomicU64::new(*dead),
                 wake: Notify::new(),
                 refusals: Mutex::new(None),
+                floor: AtomicU64::new(u64::MAX),
             })
             .collect();
         // Persist cursors for stores that were new, so a later restart knows them.
@@ -411,7 +415,8 @@ impl Inner {
             batch.into_iter().map(|p| (p.op, p.ack)).unzip();
         metrics::histogram!("vectorgate_write_batch_writes").record(ops.len() as f64);
         let cursors = self.cursor_pairs(replication);
-        let trim_through = cursors.iter().map(|(_, c)| *c).min().unwrap_or(0);
+        let floors = replication.replicas.iter().map(|r| r.floor.load(Ordering::Relaxed));
+        let trim_through = cursors.iter().map(|(_, c)| *c).chain(floors).min().unwrap_or(0);
         let at_ms = validate::now_ms();
         let appended = {
             let ops = ops.clone();
@@ -728,6 +733,57 @@ impl Inner {
                 tracing::error!(store = %name, seq, error = %e, "could not dead-letter an entry")
             }
         }
+    }
+
+    /// Copies every record of store `from` into store `to` while the
+    /// manager runs (see [`crate::resync`]): `to` is held out of rotation,
+    /// and afterwards replays every journal entry since the copy began.
+    pub(crate) async fn resync_store(
+        &self,
+        from: usize,
+        to: usize,
+        options: &crate::resync::ResyncOptions,
+        on_progress: impl FnMut(&crate::resync::ResyncProgress),
+    ) -> Result<crate::resync::ResyncReport> {
+        if from == to {
+            return Err(Error::invalid("to", "must be another store than `from`"));
+        }
+        let was_drained = {
+            let mut state = self.slots[to].state.lock();
+            std::mem::replace(&mut state.drained, true)
+        };
+        self.refresh();
+        let replica = self.replication.as_ref().map(|r| &r.replicas[to]);
+        // Holding the target's apply lock keeps the writer and its
+        // replicator out for the whole copy.
+        let guard = match replica {
+            Some(replica) => {
+                let guard = replica.apply.lock().await;
+                let floor = self.replication.as_ref().map_or(0, |r| r.committed());
+                replica.floor.store(floor, Ordering::Relaxed);
+                replica.in_sync.store(false, Ordering::Relaxed);
+                Some((guard, floor))
+            }
+            None => None,
+        };
+        tracing::info!(from = %self.slots[from].name, to = %self.slots[to].name, "resync: copying");
+        let report = crate::resync::copy_store(
+            self.slots[from].store.as_ref(),
+            self.slots[to].store.as_ref(),
+            options,
+            on_progress,
+        )
+        .await;
+        if let (Some(replica), Some((guard, floor))) = (replica, guard) {
+            // Replay everything journaled since the copy began, in order.
+            replica.cursor.send_modify(|c| *c = (*c).min(floor));
+            replica.floor.store(u64::MAX, Ordering::Relaxed);
+            drop(guard);
+            replica.wake.notify_one();
+        }
+        self.slots[to].state.lock().drained = was_drained;
+        self.refresh();
+        report
     }
 
     /// Re-applies `store`'s dead letters; returns how many now succeeded and
