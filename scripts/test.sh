@@ -16,10 +16,16 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Tests named chaos_* kill and restart the shared database servers, so they
+# run after every other test, one at a time.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast -E 'not test(/^chaos_/)'
+  echo "==> chaos tests (one at a time)"
+  cargo nextest run --workspace --locked --no-fail-fast --test-threads 1 -E 'test(/^chaos_/)'
   cargo test --workspace --locked --doc
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast -- --skip chaos_
+  echo "==> chaos tests (one at a time)"
+  cargo test --workspace --locked --no-fail-fast -- chaos_ --test-threads 1
 fi
