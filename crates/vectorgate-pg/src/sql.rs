@@ -1,0 +1,299 @@
+//! SQL text. The only things ever written into it are the table name and
+//! index names derived from it (checked by [`crate::config::check_table_name`]),
+//! and numbers and keywords from a validated [`IndexSpec`] in DDL, which
+//! PostgreSQL cannot take as parameters. Every value — ids, vectors,
+//! payloads, limits, timestamps, settings — is a bound parameter.
+
+use std::sync::Arc;
+use vectorgate::{IndexSpec, Metric};
+
+/// Operator and index operator class of a metric, and how a distance
+/// becomes a score (see [`Metric`]: larger is more similar).
+pub(crate) fn operator(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "<=>",
+        Metric::InnerProduct => "<#>",
+        Metric::L2 => "<->",
+    }
+}
+
+pub(crate) fn opclass(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "vector_cosine_ops",
+        Metric::InnerProduct => "vector_ip_ops",
+        Metric::L2 => "vector_l2_ops",
+    }
+}
+
+/// The metric an HNSW operator class implements, if it is one of ours.
+pub(crate) fn metric_of_opclass(name: &str) -> Option<Metric> {
+    match name {
+        "vector_cosine_ops" => Some(Metric::Cosine),
+        "vector_ip_ops" => Some(Metric::InnerProduct),
+        "vector_l2_ops" => Some(Metric::L2),
+        _ => None,
+    }
+}
+
+/// Score from the distance pgvector's operator returns: cosine distance is
+/// `1 - cos`, `<#>` is the *negative* inner product, `<->` the L2 distance.
+pub(crate) fn score(metric: Metric, distance: f64) -> f32 {
+    let score = match metric {
+        Metric::Cosine => 1.0 - distance,
+        Metric::InnerProduct | Metric::L2 => -distance,
+    };
+    score as f32
+}
+
+/// `{table}_{suffix}`, shortened with a hash of the table name when that
+/// would exceed PostgreSQL's 63-byte identifiers (which it would truncate
+/// silently, making the indexes of a long table name collide).
+pub(crate) fn index_name(table: &str, suffix: &str) -> String {
+    let name = format!("{table}_{suffix}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = fnv1a(table.as_bytes());
+    // table[..keep] + '_' + 8 hex + '_' + suffix == 63 bytes; the table name
+    // is ASCII, so any cut is a char boundary.
+    let keep = 63 - suffix.len() - 10;
+    format!("{}_{hash:08x}_{suffix}", &table[..keep.min(table.len())])
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The comment that records the spec a table was created for:
+/// `vectorgate {"dim":8,"metric":"cosine","m":16,"ef_construction":64}`.
+pub(crate) const COMMENT_PREFIX: &str = "vectorgate ";
+
+pub(crate) fn spec_comment(spec: &IndexSpec) -> String {
+    format!(
+        "{COMMENT_PREFIX}{{\"dim\":{},\"metric\":\"{}\",\"m\":{},\"ef_construction\":{}}}",
+        spec.dim,
+        spec.metric.as_str(),
+        spec.hnsw.m,
+        spec.hnsw.ef_construction
+    )
+}
+
+/// Dimension and metric from a comment written by [`spec_comment`].
+pub(crate) fn parse_spec_comment(comment: &str) -> Option<(u32, Metric)> {
+    let json = comment.strip_prefix(COMMENT_PREFIX)?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let dim = u32::try_from(value.get("dim")?.as_u64()?).ok()?;
+    let metric = Metric::parse(value.get("metric")?.as_str()?)?;
+    Some((dim, metric))
+}
+
+/// A SQL literal of text we generated ourselves (no user data): quotes
+/// doubled all the same.
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The DDL of `ensure_schema`, in order.
+pub(crate) fn create_statements(table: &str, spec: &IndexSpec) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\
+             id TEXT COLLATE \"C\" PRIMARY KEY, \
+             team_id VARCHAR(64) NOT NULL, \
+             dataset_id VARCHAR(64) NOT NULL, \
+             collection_id VARCHAR(64) NOT NULL, \
+             vector VECTOR({dim}) NOT NULL, \
+             created_at_ms BIGINT NOT NULL, \
+             payload JSONB)",
+            dim = spec.dim
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (vector {ops}) \
+             WITH (m = {m}, ef_construction = {ef})",
+            name = index_name(table, "hnsw"),
+            ops = opclass(spec.metric),
+            m = spec.hnsw.m,
+            ef = spec.hnsw.ef_construction
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON {table} (team_id, dataset_id, collection_id)",
+            name = index_name(table, "scope")
+        ),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON {table} (created_at_ms)",
+            name = index_name(table, "created")
+        ),
+    ]
+}
+
+/// Which collection filter a recall statement applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterShape {
+    Any,
+    Only,
+    Except,
+}
+
+/// Statements prepared once per `ensure_schema` (sqlx caches the prepared
+/// statement per connection, keyed by this text).
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub upsert: Arc<str>,
+    /// `[shape][with_payload]`.
+    recall: [[Arc<str>; 2]; 3],
+    pub delete_ids: Arc<str>,
+    pub delete_datasets: Arc<str>,
+    pub delete_collections: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(table: &str, metric: Metric) -> Self {
+        let op = operator(metric);
+        let recall = |shape: FilterShape, with_payload: bool| -> Arc<str> {
+            let filter = match shape {
+                FilterShape::Any => "",
+                FilterShape::Only => " AND collection_id = ANY($4)",
+                FilterShape::Except => " AND NOT (collection_id = ANY($4))",
+            };
+            let limit = if shape == FilterShape::Any {
+                "$4"
+            } else {
+                "$5"
+            };
+            let payload = if with_payload {
+                "payload::text"
+            } else {
+                "NULL::text"
+            };
+            format!(
+                "SELECT id, dataset_id, collection_id, (vector {op} $1)::float8 AS distance, \
+                 {payload} AS payload FROM {table} \
+                 WHERE team_id = $2 AND dataset_id = ANY($3){filter} \
+                 ORDER BY vector {op} $1 LIMIT {limit}"
+            )
+            .into()
+        };
+        let shapes = [FilterShape::Any, FilterShape::Only, FilterShape::Except];
+        Statements {
+            upsert: format!(
+                "INSERT INTO {table} \
+                 (id, team_id, dataset_id, collection_id, vector, created_at_ms, payload) \
+                 SELECT id, team_id, dataset_id, collection_id, vector, created_at_ms, payload::jsonb \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::vector[], \
+                 $6::int8[], $7::text[]) \
+                 AS r(id, team_id, dataset_id, collection_id, vector, created_at_ms, payload) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 team_id = EXCLUDED.team_id, dataset_id = EXCLUDED.dataset_id, \
+                 collection_id = EXCLUDED.collection_id, vector = EXCLUDED.vector, \
+                 created_at_ms = EXCLUDED.created_at_ms, payload = EXCLUDED.payload"
+            )
+            .into(),
+            recall: shapes.map(|shape| [recall(shape, false), recall(shape, true)]),
+            delete_ids: format!("DELETE FROM {table} WHERE team_id = $1 AND id = ANY($2)").into(),
+            delete_datasets: format!(
+                "DELETE FROM {table} WHERE team_id = $1 AND dataset_id = ANY($2)"
+            )
+            .into(),
+            delete_collections: format!(
+                "DELETE FROM {table} WHERE team_id = $1 AND dataset_id = ANY($2) \
+                 AND collection_id = ANY($3)"
+            )
+            .into(),
+        }
+    }
+
+    pub(crate) fn recall(&self, shape: FilterShape, with_payload: bool) -> Arc<str> {
+        let i = match shape {
+            FilterShape::Any => 0,
+            FilterShape::Only => 1,
+            FilterShape::Except => 2,
+        };
+        Arc::clone(&self.recall[i][usize::from(with_payload)])
+    }
+}
+
+/// Builds `WHERE` clauses with `$n` placeholders numbered in order, for the
+/// statements whose filters vary (count, scan). Only present filters are
+/// written, so every variant can use the indexes.
+#[derive(Debug, Default)]
+pub(crate) struct Where {
+    clauses: Vec<String>,
+    next: usize,
+}
+
+impl Where {
+    /// Adds `{column} {op} $n` and returns nothing; bind in the same order.
+    pub(crate) fn push(&mut self, column: &str, op: &str) {
+        self.next += 1;
+        self.clauses.push(format!("{column} {op} ${}", self.next));
+    }
+
+    /// The next placeholder, for a clause after the WHERE (e.g. LIMIT).
+    pub(crate) fn placeholder(&mut self) -> String {
+        self.next += 1;
+        format!("${}", self.next)
+    }
+
+    pub(crate) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_fit_and_stay_distinct() {
+        assert_eq!(index_name("t", "hnsw"), "t_hnsw");
+        let long_a = "a".repeat(63);
+        let mut long_b = "a".repeat(62);
+        long_b.push('b');
+        for suffix in ["hnsw", "scope", "created"] {
+            let a = index_name(&long_a, suffix);
+            let b = index_name(&long_b, suffix);
+            assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+            assert_ne!(a, b);
+            assert!(a.ends_with(suffix));
+        }
+        assert_ne!(index_name(&long_a, "scope"), index_name(&long_a, "created"));
+    }
+
+    #[test]
+    fn spec_comment_round_trips() {
+        for metric in [Metric::Cosine, Metric::InnerProduct, Metric::L2] {
+            let spec = IndexSpec::new(768, metric);
+            assert_eq!(
+                parse_spec_comment(&spec_comment(&spec)),
+                Some((768, metric))
+            );
+        }
+        assert_eq!(parse_spec_comment("something else"), None);
+        assert_eq!(parse_spec_comment("vectorgate {\"dim\":-1}"), None);
+    }
+
+    #[test]
+    fn where_numbers_placeholders() {
+        let mut w = Where::default();
+        assert_eq!(w.sql(), "");
+        w.push("team_id", "=");
+        w.push("id COLLATE \"C\"", ">");
+        let limit = w.placeholder();
+        assert_eq!(w.sql(), " WHERE team_id = $1 AND id COLLATE \"C\" > $2");
+        assert_eq!(limit, "$3");
+    }
+
+    #[test]
+    fn scores_follow_the_convention() {
+        assert_eq!(score(Metric::Cosine, 0.25), 0.75);
+        assert_eq!(score(Metric::InnerProduct, -3.0), 3.0);
+        assert_eq!(score(Metric::L2, 2.0), -2.0);
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}
