@@ -165,6 +165,12 @@ impl ManagerConfig {
                 100_000,
             ),
             ("replication.queue", rep.queue, 1, 1_000_000),
+            (
+                "replication.apply_parallelism",
+                rep.apply_parallelism,
+                1,
+                64,
+            ),
         ];
         for (field, value, min, max) in limits {
             if !(min..=max).contains(&value) {
@@ -228,6 +234,9 @@ pub struct ReplicationConfig {
     /// Attempts before an entry a store refuses goes to its dead letters.
     /// Default 5.
     pub dead_letter_after: u32,
+    /// Concurrent store calls one group commit of distinct-id upserts is
+    /// applied with (1..=64). Default 4.
+    pub apply_parallelism: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -239,6 +248,7 @@ impl Default for ReplicationConfig {
             queue: 1024,
             catchup_wait_ms: 2000,
             dead_letter_after: 5,
+            apply_parallelism: 4,
         }
     }
 }

@@ -286,7 +286,9 @@ impl VectorManager {
     ) -> Result<crate::resync::ResyncReport> {
         let from = self.inner.index_of(from)?;
         let to = self.inner.index_of(to)?;
-        self.inner.resync_store(from, to, options, on_progress).await
+        self.inner
+            .resync_store(from, to, options, on_progress)
+            .await
     }
 
     /// Re-applies the dead letters of `store` (entries it refused); returns

@@ -292,6 +292,7 @@ impl Inner {
         let replication = self.replication()?;
         let replica = &replication.replicas[index];
         let store = self.slots[index].store.clone();
+        let parallelism = self.config.replication.apply_parallelism;
         let _guard = replica.apply.lock().await;
         let mut counts = Vec::new();
         loop {
@@ -325,7 +326,7 @@ impl Inner {
                     .store(first.at_ms, Ordering::Relaxed);
             }
             for call in group(&chunk) {
-                match apply_call(&store, &call).await {
+                match apply_call(&store, &call, parallelism).await {
                     Ok(deleted) => {
                         if let [entry] = call.as_slice()
                             && matches!(entry.op, WriteOp::Delete(_))
@@ -347,7 +348,7 @@ impl Inner {
                         // A merged call was refused: find the entry at fault
                         // by applying the call's entries one by one.
                         for entry in &call {
-                            match apply_call(&store, &[*entry]).await {
+                            match apply_call(&store, &[*entry], 1).await {
                                 Ok(deleted) => {
                                     if matches!(entry.op, WriteOp::Delete(_)) {
                                         counts.push((entry.seq, deleted));
@@ -415,8 +416,16 @@ impl Inner {
             batch.into_iter().map(|p| (p.op, p.ack)).unzip();
         metrics::histogram!("vectorgate_write_batch_writes").record(ops.len() as f64);
         let cursors = self.cursor_pairs(replication);
-        let floors = replication.replicas.iter().map(|r| r.floor.load(Ordering::Relaxed));
-        let trim_through = cursors.iter().map(|(_, c)| *c).chain(floors).min().unwrap_or(0);
+        let floors = replication
+            .replicas
+            .iter()
+            .map(|r| r.floor.load(Ordering::Relaxed));
+        let trim_through = cursors
+            .iter()
+            .map(|(_, c)| *c)
+            .chain(floors)
+            .min()
+            .unwrap_or(0);
         let at_ms = validate::now_ms();
         let appended = {
             let ops = ops.clone();
@@ -531,7 +540,7 @@ impl Inner {
                     replication.wake(*index);
                 }
             });
-            futures_join_all(applies).await;
+            futures_util::future::join_all(applies).await;
         }
         for (index, replica) in replication.replicas.iter().enumerate() {
             if Some(index) != served_by {
@@ -798,7 +807,7 @@ impl Inner {
         let store = self.slots[index].store.clone();
         let (mut ok, mut failed) = (0, 0);
         for letter in letters {
-            match apply_call(&store, &[&letter.entry]).await {
+            match apply_call(&store, &[&letter.entry], 1).await {
                 Ok(_) => {
                     ok += 1;
                     let (name, seq) = (name.clone(), letter.entry.seq);
@@ -843,8 +852,18 @@ fn group<'a>(entries: &[&'a Entry]) -> Vec<Vec<&'a Entry>> {
     calls
 }
 
+/// Smallest share of a merged upsert worth a store call of its own.
+const MIN_PARALLEL_CHUNK: usize = 50;
+
 /// One store call for a group made by [`group`]; returns the delete count.
-async fn apply_call(store: &DynStore, call: &[&Entry]) -> Result<u64> {
+///
+/// Upserts of distinct ids commute, so a merged upsert whose ids are all
+/// distinct is applied as up to `parallelism` concurrent calls: a database
+/// serves them on several cores, as it would serve independent clients.
+/// (One statement per group commit would leave a single backend doing all
+/// the index maintenance.) The cursor only moves once every part succeeded;
+/// re-applying a part is harmless.
+async fn apply_call(store: &DynStore, call: &[&Entry], parallelism: usize) -> Result<u64> {
     match call {
         [] => Ok(0),
         [
@@ -860,19 +879,26 @@ async fn apply_call(store: &DynStore, call: &[&Entry]) -> Result<u64> {
                     records.extend(rs.iter().cloned());
                 }
             }
-            store.upsert(&records).await.map(|_| 0)
+            let parts = parallelism.min(records.len() / MIN_PARALLEL_CHUNK).max(1);
+            let distinct = || {
+                let mut seen = std::collections::HashSet::with_capacity(records.len());
+                records.iter().all(|r| seen.insert(r.id.as_str()))
+            };
+            if parts == 1 || !distinct() {
+                return store.upsert(&records).await.map(|_| 0);
+            }
+            let size = records.len().div_ceil(parts);
+            let calls = records.chunks(size).map(|chunk| store.upsert(chunk));
+            // A transient failure wins: the whole call is retried.
+            let mut refusal = None;
+            for result in futures_util::future::join_all(calls).await {
+                match result {
+                    Ok(_) => {}
+                    Err(error) if error.is_retriable() => return Err(error),
+                    Err(error) => refusal = Some(error),
+                }
+            }
+            refusal.map_or(Ok(0), Err)
         }
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(
-    futures: impl IntoIterator<Item = F>,
-) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
     }
 }
