@@ -468,3 +468,51 @@ async fn writes_after_shutdown_are_refused() {
     let error = rig.manager.upsert(&[record("t", 1)]).await.unwrap_err();
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backlog_is_replayed_in_bounded_steps_without_tripping_the_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir.path().join("journal.db"), ReplicationMode::Async);
+    // Probes would reset the failure count; keep them out of the picture so
+    // only the replicator's own outcomes feed the breaker.
+    config.health.probe_interval_ms = 600_000;
+    let rig = start(
+        config,
+        Arc::new(MemoryStore::new("primary")),
+        Arc::new(MemoryStore::new("fallback")),
+    )
+    .await;
+    rig.manager.drain("primary").unwrap();
+    for b in 0..30 {
+        let batch: Vec<Record> = (0..1000).map(|i| record("t", b * 1000 + i)).collect();
+        rig.manager.upsert(&batch).await.unwrap();
+    }
+    // The primary comes back slow: 300 ms per write call, so replaying the
+    // 30 chunks takes ~9 s, four times the 2 s bound of one replicator step.
+    rig.primary.target(Target::Writes);
+    rig.primary.set(Fault::Delay(Duration::from_millis(300)));
+    let mut updates = rig.manager.subscribe();
+    let watcher = tokio::spawn(async move {
+        let mut reopened = false;
+        while updates.changed().await.is_ok() {
+            let status = updates.borrow_and_update().clone();
+            reopened |=
+                status.store("primary").unwrap().breaker != vectorgate::BreakerState::Closed;
+        }
+        reopened
+    });
+    rig.manager.resume_auto();
+    eventually(30, "the primary replays 30k records", async || {
+        rig.primary_data.len() == 30_000
+    })
+    .await;
+    let primary = rig.manager.status().store("primary").unwrap().clone();
+    assert_eq!(primary.breaker, vectorgate::BreakerState::Closed);
+    assert_eq!(primary.consecutive_failures, 0);
+    rig.manager.shutdown().await;
+    drop(Arc::try_unwrap(rig.manager).unwrap());
+    assert!(
+        !watcher.await.unwrap(),
+        "catching up was never taken for a failure"
+    );
+}

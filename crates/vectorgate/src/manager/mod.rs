@@ -228,6 +228,7 @@ impl VectorManager {
         self.inner.slots[index].state.lock().drained = false;
         tracing::warn!(store, "operator forced the active store");
         self.inner.refresh();
+        self.inner.wake_replicator(index);
         Ok(())
     }
 
@@ -254,6 +255,9 @@ impl VectorManager {
         }
         tracing::info!("operator returned routing to automatic");
         self.inner.refresh();
+        for index in 0..self.inner.slots.len() {
+            self.inner.wake_replicator(index);
+        }
     }
 
     /// Like [`VectorStore::recall`], also naming the store that answered.

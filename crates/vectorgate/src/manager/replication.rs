@@ -52,6 +52,10 @@ use tokio_util::sync::CancellationToken;
 
 const JOURNAL: &str = "journal";
 
+/// Chunks (≤ 1000 records each) a replicator applies per bounded step: a
+/// long catch-up must not look like one slow, failing call.
+const REPLICATOR_CHUNKS: usize = 4;
+
 /// A write waiting for the pipeline.
 pub(crate) struct Pending {
     op: WriteOp,
@@ -288,14 +292,22 @@ impl Inner {
     /// Applies committed entries through `target` to store `index`, in
     /// order: the gap after its cursor from the journal, then `memory` (the
     /// entries the writer holds). Resumes where a failed call left off.
-    async fn apply_through(&self, index: usize, target: u64, memory: &[Entry]) -> Result<Applied> {
+    /// Stops early (still `Done`) once `chunks` journal/memory chunks were
+    /// applied, so a long catch-up is made of short, individually bounded steps.
+    async fn apply_through(
+        &self,
+        index: usize,
+        target: u64,
+        memory: &[Entry],
+        chunks: usize,
+    ) -> Result<Applied> {
         let replication = self.replication()?;
         let replica = &replication.replicas[index];
         let store = self.slots[index].store.clone();
         let parallelism = self.config.replication.apply_parallelism;
         let _guard = replica.apply.lock().await;
         let mut counts = Vec::new();
-        loop {
+        for _ in 0..chunks {
             let cursor = replica.cursor();
             if cursor >= target {
                 return Ok(Applied::Done(counts));
@@ -374,6 +386,7 @@ impl Inner {
                 replica.behind_since_ms.store(0, Ordering::Relaxed);
             }
         }
+        Ok(Applied::Done(counts))
     }
 
     /// The writer task: group commit, apply, acknowledge. Ends when
@@ -486,7 +499,7 @@ impl Inner {
             let memory = &entries;
             let routed = self
                 .route(op, |index| async move {
-                    let applied = self.apply_through(index, target, memory).await;
+                    let applied = self.apply_through(index, target, memory, usize::MAX).await;
                     if applied.is_err() {
                         self.mark_out_of_sync(index);
                     }
@@ -533,8 +546,11 @@ impl Inner {
             let limit = Duration::from_millis(self.config.retry.deadline_ms);
             let memory = &entries;
             let applies = others.iter().map(|index| async move {
-                let applied =
-                    tokio::time::timeout(limit, self.apply_through(*index, target, memory)).await;
+                let applied = tokio::time::timeout(
+                    limit,
+                    self.apply_through(*index, target, memory, usize::MAX),
+                )
+                .await;
                 if !matches!(applied, Ok(Ok(Applied::Done(_)))) {
                     self.mark_out_of_sync(*index);
                     replication.wake(*index);
@@ -661,7 +677,7 @@ impl Inner {
                 let applied = tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
-                    applied = tokio::time::timeout(limit, self.apply_through(index, target, &[])) => applied,
+                    applied = tokio::time::timeout(limit, self.apply_through(index, target, &[], REPLICATOR_CHUNKS)) => applied,
                 };
                 let retry_after = match applied {
                     Ok(Ok(Applied::Done(_))) => {
