@@ -43,6 +43,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// One store and everything the manager knows about it.
 struct Slot {
@@ -183,16 +184,32 @@ impl VectorManager {
         inner.refresh();
 
         // The only background tasks: one probe per store and, with
-        // replication, one writer and one replicator per store.
+        // replication, one writer and one replicator per store. Each runs in
+        // a span named after it, so its logs say which task and store.
         let cancel = CancellationToken::new();
-        let mut tasks: Vec<JoinHandle<()>> = (0..inner.slots.len())
-            .map(|index| tokio::spawn(probe::run(inner.clone(), index, cancel.child_token())))
-            .collect();
+        let name = &inner.config.name;
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        for (index, slot) in inner.slots.iter().enumerate() {
+            let span = tracing::info_span!("vectorgate.probe", manager = %name, store = %slot.name);
+            tasks.push(tokio::spawn(
+                probe::run(inner.clone(), index, cancel.child_token()).instrument(span),
+            ));
+        }
         if inner.replication.is_some() {
-            tasks.push(tokio::spawn(inner.clone().run_writer(cancel.child_token())));
-            for index in 0..inner.slots.len() {
+            let span = tracing::info_span!("vectorgate.writer", manager = %name);
+            tasks.push(tokio::spawn(
+                inner
+                    .clone()
+                    .run_writer(cancel.child_token())
+                    .instrument(span),
+            ));
+            for (index, slot) in inner.slots.iter().enumerate() {
+                let span = tracing::info_span!("vectorgate.replicator", manager = %name, store = %slot.name);
                 tasks.push(tokio::spawn(
-                    inner.clone().run_replicator(index, cancel.child_token()),
+                    inner
+                        .clone()
+                        .run_replicator(index, cancel.child_token())
+                        .instrument(span),
                 ));
                 inner.wake_replicator(index);
             }
