@@ -1,0 +1,367 @@
+//! Failover with real processes: a `VectorManager` over [Milvus, embedded]
+//! keeps answering while the Milvus server is SIGKILLed, and traffic
+//! returns to Milvus once it is back (and has reloaded the collection).
+//!
+//! `chaos_*` tests kill shared servers: the test command runs them after
+//! every other test, one at a time. The server is restarted (`scripts/
+//! services.sh up milvus`, which keeps its data) even when the test fails
+//! midway.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use vectorgate::{
+    DynStore, HnswParams, IndexSpec, ManagerConfig, Metric, RecallQuery, Record, VectorManager,
+    VectorStore,
+};
+use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
+use vectorgate_milvus::{MilvusConfig, MilvusStore};
+
+const DIM: usize = 16;
+const MILVUS: &str = "milvus";
+const LOCAL: &str = "embedded";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The server's pid file, where `scripts/services.d/milvus.sh` puts it.
+fn pid_file() -> PathBuf {
+    let base = std::env::var("VECTORGATE_MILVUS_BASE")
+        .unwrap_or_else(|_| "/opt/vectorgate/milvus".to_owned());
+    Path::new(&base).join("milvus.pid")
+}
+
+fn services_up() -> Result<Duration, String> {
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .args(["scripts/services.sh", "up", "milvus"])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
+    if out.status.success() {
+        Ok(started.elapsed())
+    } else {
+        Err(format!(
+            "scripts/services.sh up milvus failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Restarts Milvus when dropped, so a failing test leaves the server up for
+/// the tests that come after it.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = services_up() {
+            eprintln!("chaos guard: {e}");
+        }
+    }
+}
+
+/// Drops the test's collection when dropped (after the restart guard ran:
+/// declared before it).
+struct DropCollection {
+    url: String,
+    collection: String,
+}
+
+impl Drop for DropCollection {
+    fn drop(&mut self) {
+        common::drop_collections(&self.url, vec![self.collection.clone()]);
+    }
+}
+
+fn kill_milvus() -> u32 {
+    let text = std::fs::read_to_string(pid_file()).unwrap();
+    let pid: u32 = text.trim().parse().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -KILL {pid} failed");
+    pid
+}
+
+fn vector(rng: &mut StdRng) -> Vec<f32> {
+    (0..DIM).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
+}
+
+/// What the client loop saw.
+#[derive(Debug, Default)]
+struct Log {
+    served_by: Vec<(Instant, String)>,
+    failures: Vec<String>,
+    wrong: Vec<String>,
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
+    const TEST: &str = "chaos_milvus_sigkill_fails_over_to_embedded_and_back";
+    let Some(url) = common::milvus_url(TEST) else {
+        return;
+    };
+    if !pid_file().exists() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "{TEST}: no Milvus pid file at {}",
+            pid_file().display()
+        );
+        eprintln!(
+            "SKIPPED {TEST}: no local Milvus ({} missing); this test kills the server started by scripts/services.sh",
+            pid_file().display()
+        );
+        return;
+    }
+    let collection = common::unique_collection("chaos");
+    let _drop = DropCollection {
+        url: url.clone(),
+        collection: collection.clone(),
+    };
+    let _restart = RestartOnDrop;
+
+    // Both stores hold the same records before the manager starts.
+    let spec = IndexSpec {
+        hnsw: HnswParams {
+            ef_search: 400,
+            ..HnswParams::default()
+        },
+        ..IndexSpec::new(DIM as u32, Metric::Cosine)
+    };
+    let milvus = Arc::new(
+        MilvusStore::connect(MilvusConfig {
+            timeout_ms: 2000,
+            connect_timeout_ms: 500,
+            ..MilvusConfig::new(MILVUS, &url, &collection)
+        })
+        .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(
+        EmbeddedStore::open(EmbeddedConfig::new(LOCAL, dir.path().join("vectors.db")))
+            .await
+            .unwrap(),
+    );
+    let mut rng = StdRng::seed_from_u64(0x3115);
+    let records: Vec<Record> = (0..300)
+        .map(|i| Record {
+            id: format!("r-{i:03}"),
+            team_id: "team".into(),
+            dataset_id: format!("ds-{}", i % 3),
+            collection_id: "c".into(),
+            vector: vector(&mut rng),
+            created_at_ms: 1_700_000_000_000 + i,
+            payload: None,
+        })
+        .collect();
+    for store in [milvus.clone() as DynStore, local.clone() as DynStore] {
+        store.ensure_schema(&spec).await.unwrap();
+        store.upsert(&records).await.unwrap();
+    }
+
+    // Queries with their expected answer (the embedded store is exact).
+    let mut queries = Vec::new();
+    for _ in 0..8 {
+        let q = RecallQuery {
+            team_id: "team".into(),
+            dataset_ids: vec!["ds-0".into(), "ds-2".into()],
+            vector: vector(&mut rng),
+            limit: 5,
+            ..RecallQuery::default()
+        };
+        let ids = |hits: Vec<vectorgate::Hit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+        let expected = ids(local.recall(&q).await.unwrap());
+        let from_milvus = ids(milvus.recall(&q).await.unwrap());
+        assert_eq!(
+            from_milvus, expected,
+            "both stores must answer alike before the test"
+        );
+        queries.push((q, expected));
+    }
+
+    // Reads only: no write journal. Short probes and breaker for a quick test.
+    let mut config = ManagerConfig::new(spec).without_replication();
+    config.health.probe_interval_ms = 200;
+    config.health.probe_timeout_ms = 500;
+    config.breaker.open_ms = 1000;
+    let manager = Arc::new(
+        VectorManager::start(
+            config,
+            vec![milvus.clone() as DynStore, local.clone() as DynStore],
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(manager.status().active.as_deref(), Some(MILVUS));
+
+    // The client: one recall every ~20 ms until told to stop.
+    let log: Arc<lock::Mutex<Log>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (manager, log, stop) = (manager.clone(), log.clone(), stop.clone());
+        let queries = queries.clone();
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (q, expected) = &queries[i % queries.len()];
+                i += 1;
+                let result = manager.recall_routed(q).await;
+                {
+                    let mut log = log.lock();
+                    match result {
+                        Ok(routed) => {
+                            let ids: Vec<String> =
+                                routed.value.iter().map(|h| h.id.clone()).collect();
+                            if &ids != expected {
+                                log.wrong.push(format!(
+                                    "{} answered {ids:?}, expected {expected:?}",
+                                    routed.served_by
+                                ));
+                            }
+                            log.served_by.push((Instant::now(), routed.served_by));
+                        }
+                        Err(e) => log.failures.push(e.to_string()),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let served_since = |log: &Log, since: Instant, by: &str| {
+        log.served_by
+            .iter()
+            .filter(|(t, s)| *t >= since && s == by)
+            .count()
+    };
+
+    let started = Instant::now();
+    wait_for(
+        "10 recalls served by Milvus",
+        Duration::from_secs(10),
+        || served_since(&log.lock(), started, MILVUS) >= 10,
+    )
+    .await;
+
+    // Kill the server.
+    let pid = kill_milvus();
+    let killed = Instant::now();
+    eprintln!("{TEST}: killed milvus (pid {pid})");
+    wait_for(
+        "the manager to make the embedded store active",
+        Duration::from_secs(15),
+        || manager.status().active.as_deref() == Some(LOCAL),
+    )
+    .await;
+    let failover_took = killed.elapsed();
+    wait_for(
+        "10 recalls served by the embedded store",
+        Duration::from_secs(10),
+        || served_since(&log.lock(), killed, LOCAL) >= 10,
+    )
+    .await;
+    let status = manager.status();
+    assert_eq!(status.active.as_deref(), Some(LOCAL), "{status:?}");
+    assert_eq!(
+        status.store(MILVUS).and_then(|s| s.healthy),
+        Some(false),
+        "{status:?}"
+    );
+    let routed = manager.recall_routed(&queries[0].0).await.unwrap();
+    assert_eq!(routed.served_by, LOCAL);
+
+    // Restart it (keeping its data); after it reloaded the collection and the
+    // breaker's hysteresis passed, traffic returns.
+    let restart_took = tokio::task::spawn_blocking(services_up)
+        .await
+        .unwrap()
+        .unwrap();
+    let restarted = Instant::now();
+    wait_for(
+        "the manager to make Milvus active again",
+        Duration::from_secs(60),
+        || manager.status().active.as_deref() == Some(MILVUS),
+    )
+    .await;
+    let failback_took = restarted.elapsed();
+    wait_for(
+        "10 recalls served by Milvus again",
+        Duration::from_secs(10),
+        || served_since(&log.lock(), restarted, MILVUS) >= 10,
+    )
+    .await;
+    let routed = manager.recall_routed(&queries[1].0).await.unwrap();
+    assert_eq!(routed.served_by, MILVUS);
+    assert_eq!(
+        routed
+            .value
+            .iter()
+            .map(|h| h.id.clone())
+            .collect::<Vec<_>>(),
+        queries[1].1,
+        "Milvus kept the records written before the kill"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    manager.shutdown().await;
+    let log = log.lock();
+    let by = |name: &str| log.served_by.iter().filter(|(_, s)| s == name).count();
+    eprintln!(
+        "{TEST}: {} recalls ({} by {MILVUS}, {} by {LOCAL}), {} failed; failover in {failover_took:?}; restart took {restart_took:?}, failback {failback_took:?} after it",
+        log.served_by.len() + log.failures.len(),
+        by(MILVUS),
+        by(LOCAL),
+        log.failures.len()
+    );
+    assert!(
+        log.failures.is_empty(),
+        "{} recalls failed during the failover: {:?}",
+        log.failures.len(),
+        log.failures
+    );
+    assert!(
+        log.wrong.is_empty(),
+        "wrong answers during the failover: {:?}",
+        log.wrong
+    );
+}
+
+/// A `Mutex` whose `lock` cannot fail (poisoning is irrelevant here).
+mod lock {
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(std::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+}
