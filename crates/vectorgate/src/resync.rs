@@ -105,7 +105,10 @@ fn load_checkpoint(path: &Path, from: &str, to: &str) -> Result<Option<ResyncPro
         }
     };
     let progress: ResyncProgress = serde_json::from_str(&text).map_err(|e| {
-        Error::internal("resync", format!("checkpoint {} is corrupt: {e}", path.display()))
+        Error::internal(
+            "resync",
+            format!("checkpoint {} is corrupt: {e}", path.display()),
+        )
     })?;
     if progress.from != from || progress.to != to {
         return Err(Error::invalid(
@@ -124,7 +127,10 @@ fn load_checkpoint(path: &Path, from: &str, to: &str) -> Result<Option<ResyncPro
 fn save_checkpoint(path: &Path, progress: &ResyncProgress) -> Result<()> {
     use std::io::Write;
     let fail = |e: std::io::Error| {
-        Error::internal("resync", format!("cannot write checkpoint {}: {e}", path.display()))
+        Error::internal(
+            "resync",
+            format!("cannot write checkpoint {}: {e}", path.display()),
+        )
     };
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_vec_pretty(progress)
@@ -207,7 +213,11 @@ pub async fn copy_store(
                 .teams
                 .extend(page.records.iter().map(|r| r.team_id.clone()));
         }
-        progress.cursor = page.records.last().map(|r| r.id.clone()).or(progress.cursor);
+        progress.cursor = page
+            .records
+            .last()
+            .map(|r| r.id.clone())
+            .or(progress.cursor);
         progress.done = page.next_cursor.is_none();
         if let Some(path) = &options.checkpoint {
             save_checkpoint(path, &progress)?;
