@@ -105,8 +105,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                     let manager = manager.clone();
                     let pool = pool.clone();
                     async move {
-                        let start =
-                            (client * 997 + n as usize * batch) % (pool.len() - batch);
+                        let start = (client * 997 + n as usize * batch) % (pool.len() - batch);
                         let rows: Vec<Record> = pool[start..start + batch]
                             .iter()
                             .enumerate()
