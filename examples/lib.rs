@@ -1,4 +1,12 @@
 //! Helpers shared by the examples. See `README.md` in this folder.
+//!
+//! - [`random_records`], [`random_vector`]: test data for `quickstart` and
+//!   `failover`;
+//! - [`http_api`]: the configuration, stores and axum router of the
+//!   `service` example (here so that `tests/service.rs` can run the router
+//!   in-process).
+
+pub mod http_api;
 
 use rand::Rng;
 use rand::rngs::StdRng;
