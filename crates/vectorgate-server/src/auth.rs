@@ -32,7 +32,7 @@ pub enum Role {
     Read,
     /// Also Upsert and Delete.
     Write,
-    /// Also Drain, ForceActive, ResumeAuto.
+    /// Also Drain, ForceActive, ResumeAuto, Resync, RedriveDeadLetters.
     Admin,
 }
 

@@ -497,6 +497,35 @@ mod tests {
         assert!(matches!(&config.stores[0], StoreConfig::Postgres(pg) if pg.name == "pg"));
     }
 
+    /// The README's server excerpt (issue 5): PostgreSQL first, the
+    /// embedded store as its fallback, exactly as the README shows it.
+    #[test]
+    fn the_readme_postgres_primary_embedded_fallback_config_parses() {
+        const README: &str = include_str!("../../../README.md");
+        let server = README
+            .find("\n## Server\n")
+            .expect("the README has a Server section");
+        let rest = &README[server..];
+        let start = rest.find("```toml\n").expect("a TOML block") + "```toml\n".len();
+        let block = &rest[start..start + rest[start..].find("```").unwrap()];
+        let config = Config::from_toml(block).unwrap();
+        assert!(
+            matches!(&config.stores[..], [StoreConfig::Postgres(pg), StoreConfig::Embedded { name, path: None }]
+                if pg.name == "pg" && name == "local"),
+            "{:?}",
+            config.stores
+        );
+        assert_eq!(config.index.dim, 1536);
+        let resolved = config.resolved_stores();
+        assert_eq!(
+            resolved[1],
+            StoreConfig::Embedded {
+                name: "local".into(),
+                path: Some(config.data_dir.join("local.db")),
+            }
+        );
+    }
+
     #[test]
     fn overrides_win() {
         let mut config = Config::from_toml("listen = \"127.0.0.1:1\"\n[index]\ndim = 4\n").unwrap();

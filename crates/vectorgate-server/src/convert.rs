@@ -208,6 +208,8 @@ pub fn status_to_proto(status: &ManagerStatus) -> proto::StatusResponse {
         active: status.active.clone().unwrap_or_default(),
         shutting_down: status.shutting_down,
         stores: status.stores.iter().map(store_status_to_proto).collect(),
+        replication: status.replication.to_owned(),
+        committed_seq: status.committed_seq,
     }
 }
 
@@ -229,6 +231,10 @@ fn store_status_to_proto(store: &StoreStatus) -> proto::StoreStatus {
         drained: store.drained,
         forced: store.forced,
         consecutive_failures: store.consecutive_failures,
+        in_sync: store.in_sync,
+        lag_entries: store.lag_entries,
+        lag_seconds: store.lag_seconds.unwrap_or(0.0),
+        dead_letters: store.dead_letters,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (the process
-//! is alive) and `/readyz` (whether a store can serve, and which).
+//! is alive) and `/readyz` (whether a store can serve, and which; each
+//! store's replication lag and dead letters).
 
 use axum::Router;
 use axum::extract::State;
@@ -74,6 +75,10 @@ pub struct Readiness {
     pub active: Option<String>,
     /// True once shutdown began.
     pub shutting_down: bool,
+    /// Replication mode: `async`, `sync` or `off`.
+    pub replication: &'static str,
+    /// Highest journal sequence number the write pipeline finished with.
+    pub committed_seq: u64,
     /// Every store, in priority order.
     pub stores: Vec<StoreReadiness>,
 }
@@ -95,6 +100,14 @@ pub struct StoreReadiness {
     pub drained: bool,
     /// Error of the last probe.
     pub last_probe_error: Option<String>,
+    /// Has applied every committed journal entry.
+    pub in_sync: bool,
+    /// Journal entries it has not applied yet.
+    pub lag_entries: u64,
+    /// Seconds since the first entry it misses was journaled; 0 when none.
+    pub lag_seconds: f64,
+    /// Journal entries it refused, kept for `vectorgate redrive`.
+    pub dead_letters: u64,
 }
 
 /// Readiness from a manager status.
@@ -111,6 +124,8 @@ pub fn readiness(status: &ManagerStatus, draining: bool) -> Readiness {
         status: state,
         active: status.active.clone(),
         shutting_down,
+        replication: status.replication,
+        committed_seq: status.committed_seq,
         stores: status
             .stores
             .iter()
@@ -122,6 +137,10 @@ pub fn readiness(status: &ManagerStatus, draining: bool) -> Readiness {
                 active: s.active,
                 drained: s.drained,
                 last_probe_error: s.last_probe_error.clone(),
+                in_sync: s.in_sync,
+                lag_entries: s.lag_entries,
+                lag_seconds: s.lag_seconds.unwrap_or(0.0),
+                dead_letters: s.dead_letters,
             })
             .collect(),
     }

@@ -8,6 +8,8 @@
 //! - [`convert`]: proto ↔ model, and the one error → status mapping;
 //! - [`service`]: the `VectorService` RPCs;
 //! - [`admin`]: the `AdminService` RPCs;
+//! - [`resync`]: copying one store into another, online or offline, verified;
+//! - [`lock`]: the data directory lock (one server, or one offline resync);
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`server`]: wiring it all together;
 //! - [`shutdown`]: signals and the drain sequence;
@@ -23,6 +25,8 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod http;
+pub mod lock;
+pub mod resync;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -5,11 +5,17 @@ use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
-use vectorgate_server::cli::{self, Cli};
+use vectorgate_server::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The server logs its life at info; the operator commands print their
+    // own output (an offline resync draws a progress bar) and log warnings.
+    let default = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -21,8 +27,8 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr; the filter comes from `VECTORGATE_LOG`, else `RUST_LOG`,
-/// else `info`.
-fn init_logging() {
+/// else `default`.
+fn init_logging(default: &str) {
     let filter = ["VECTORGATE_LOG", "RUST_LOG"]
         .iter()
         .find_map(|var| {
@@ -31,7 +37,7 @@ fn init_logging() {
                 .filter(|v| !v.trim().is_empty())
                 .and_then(|v| EnvFilter::try_new(v).ok())
         })
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -5,8 +5,10 @@ use crate::admin::AdminApi;
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::http::{self, HttpState};
+use crate::lock::{DataDirLock, LockError};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::vector_service_server::VectorServiceServer;
+use crate::resync::Stores;
 use crate::service::VectorApi;
 use crate::shutdown::{Signals, StopOnCancel};
 use anyhow::Context;
@@ -59,14 +61,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let tls = config.tls.as_ref().map(tls_config).transpose()?;
+    let mut lock = lock_data_dir(&config)?;
     let metrics = install_metrics()?;
 
     let stores = open_stores(&config).await?;
     let manager = Arc::new(
-        VectorManager::start(config.manager_config(), stores)
+        VectorManager::start(config.manager_config(), stores.clone())
             .await
             .context("cannot start the store manager")?,
     );
+    crate::resync::warn_about_unfinished(&config.data_dir);
 
     let grpc_listener = TcpListener::bind(config.listen)
         .await
@@ -103,8 +107,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.limits.scan_message_bytes,
     ))
     .max_decoding_message_size(max_request);
-    let admin_service = AdminServiceServer::new(AdminApi::new(Arc::clone(&manager)))
-        .max_decoding_message_size(max_request);
+    let admin_service = AdminServiceServer::new(AdminApi::new(
+        Arc::clone(&manager),
+        Stores::new(stores),
+        config.data_dir.clone(),
+    ))
+    .max_decoding_message_size(max_request);
 
     let mut builder = Server::builder().layer(MapResponseLayer::new(
         move |response: http_types::Response<tonic::body::Body>| {
@@ -144,6 +152,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let mut signals = Signals::install();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    lock.describe(&format!("addr={scheme}://{grpc_addr}"));
     println!("{LISTENING_PREFIX} grpc={grpc_addr} http={http_addr}");
     tracing::info!(
         grpc = %grpc_addr,
@@ -192,6 +206,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("the HTTP server did not stop in time"),
     }
     manager.shutdown().await;
+    drop(lock);
     tracing::info!("vectorgate stopped");
     served
 }
@@ -270,7 +285,24 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         .context("cannot install the metrics recorder")
 }
 
-async fn open_stores(config: &Config) -> anyhow::Result<Vec<DynStore>> {
+/// Takes `<data_dir>/vectorgate.lock` for the life of the server (see
+/// [`crate::lock`]).
+fn lock_data_dir(config: &Config) -> anyhow::Result<DataDirLock> {
+    match DataDirLock::acquire(&config.data_dir, "serve") {
+        Ok(lock) => {
+            tracing::debug!(path = %lock.path().display(), "data directory locked");
+            Ok(lock)
+        }
+        Err(error @ LockError::Held { .. }) => Err(anyhow::anyhow!(
+            "cannot start: {error}. One server per data directory ({}): another server, or an offline `vectorgate resync --config`, is using it",
+            config.data_dir.display()
+        )),
+        Err(LockError::Io(error)) => Err(error),
+    }
+}
+
+/// Opens (or connects) every configured store, in priority order.
+pub async fn open_stores(config: &Config) -> anyhow::Result<Vec<DynStore>> {
     let mut stores: Vec<DynStore> = Vec::new();
     for store in config.resolved_stores() {
         match store {

@@ -73,7 +73,9 @@ impl Server {
         if !has("--dim") && !env.iter().any(|(k, _)| *k == "VECTORGATE_DIM") {
             command.args(["--dim", "8"]);
         }
-        command.arg("--data-dir").arg(dir.path().join("data"));
+        if !has("--data-dir") {
+            command.arg("--data-dir").arg(dir.path().join("data"));
+        }
         if let Some(text) = config {
             let path = dir.path().join("config.toml");
             std::fs::write(&path, text).unwrap();
@@ -152,6 +154,7 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The data directory (unless `--data-dir` was given).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -182,6 +185,12 @@ impl Server {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
