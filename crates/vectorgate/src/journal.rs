@@ -201,6 +201,11 @@ impl Journal {
                  store   TEXT PRIMARY KEY,
                  applied INTEGER NOT NULL
              );
+             CREATE TABLE IF NOT EXISTS holds (
+                 store    TEXT PRIMARY KEY,
+                 reason   TEXT NOT NULL,
+                 since_ms INTEGER NOT NULL
+             );
              CREATE TABLE IF NOT EXISTS dead_letters (
                  store    TEXT NOT NULL,
                  seq      INTEGER NOT NULL,
@@ -384,6 +389,42 @@ impl Journal {
         Ok(n as u64)
     }
 
+    /// Keeps `store` out of rotation across restarts (an unfinished resync
+    /// left it with a partial copy), until [`Journal::clear_hold`].
+    pub fn set_hold(&mut self, store: &str, reason: &str, since_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO holds (store, reason, since_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (store) DO UPDATE SET reason = excluded.reason",
+                params![store, reason, since_ms],
+            )
+            .map_err(|e| db_error("journal hold", e))?;
+        Ok(())
+    }
+
+    /// Lifts `store`'s hold.
+    pub fn clear_hold(&mut self, store: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM holds WHERE store = ?1", params![store])
+            .map_err(|e| db_error("journal hold", e))?;
+        Ok(())
+    }
+
+    /// Stores on hold, with the reason.
+    pub fn holds(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT store, reason FROM holds ORDER BY store")
+            .map_err(|e| db_error("journal holds", e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| db_error("journal holds", e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| db_error("journal holds", e))
+    }
+
     /// Moves an entry to `store`'s dead letters.
     pub fn dead_letter(
         &mut self,
@@ -535,5 +576,13 @@ mod tests {
         assert_eq!(letters[0].error, "rejected");
         journal.remove_dead_letter("pg", 1).unwrap();
         assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);
+
+        journal.set_hold("local", "resync", 5).unwrap();
+        assert_eq!(
+            journal.holds().unwrap(),
+            vec![("local".into(), "resync".into())]
+        );
+        journal.clear_hold("local").unwrap();
+        assert!(journal.holds().unwrap().is_empty());
     }
 }

@@ -225,3 +225,83 @@ async fn a_resync_under_live_writes_ends_identical() {
     );
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_an_unfinished_resync_stays_out_of_rotation_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let primary_data = filled("primary", 2000).await;
+    let fallback_data = Arc::new(MemoryStore::new("fallback"));
+    let config = || {
+        let mut config = ManagerConfig::new(spec()).with_journal(&journal);
+        config.health.probe_interval_ms = 50;
+        config.breaker.open_ms = 100_000;
+        config
+    };
+    let options = ResyncOptions {
+        page_size: 100,
+        checkpoint: Some(dir.path().join("resync.json")),
+        ..Default::default()
+    };
+    {
+        let primary = FaultyStore::wrap(primary_data.clone());
+        let fallback = FaultyStore::wrap(fallback_data.clone());
+        fallback.target(Target::Writes);
+        fallback.set(Fault::Delay(Duration::from_millis(20)));
+        let manager = Arc::new(
+            VectorManager::start(config(), vec![primary as DynStore, fallback as DynStore])
+                .await
+                .unwrap(),
+        );
+        let copy = tokio::spawn({
+            let (manager, options) = (manager.clone(), options.clone());
+            async move {
+                manager
+                    .resync("primary", "fallback", &options, |_| {})
+                    .await
+            }
+        });
+        while fallback_data.len() < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The process dies in the middle of the copy.
+        copy.abort();
+        let _ = copy.await;
+    }
+    assert!(fallback_data.len() < 2000, "the copy was partial");
+
+    let primary = FaultyStore::wrap(primary_data.clone());
+    let manager = VectorManager::start(
+        config(),
+        vec![
+            primary.clone() as DynStore,
+            fallback_data.clone() as DynStore,
+        ],
+    )
+    .await
+    .unwrap();
+    let status = manager.status();
+    assert!(status.store("fallback").unwrap().resync_pending);
+    // With the primary down, the partial copy is not served.
+    primary.set(Fault::Fail(vectorgate::ErrorKind::Unavailable));
+    let error = manager
+        .count(&Default::default())
+        .await
+        .expect_err("a partial copy must not answer");
+    assert!(error.to_string().contains("resync"), "{error}");
+    primary.set(Fault::None);
+    manager.resume_auto();
+
+    // Running the resync again finishes the copy and lifts the hold.
+    let report = manager
+        .resync("primary", "fallback", &options, |_| {})
+        .await
+        .unwrap();
+    assert!(report.mismatches().is_empty());
+    assert!(!manager.status().store("fallback").unwrap().resync_pending);
+    assert_eq!(
+        contents(primary_data.as_ref()).await,
+        contents(fallback_data.as_ref()).await
+    );
+    manager.shutdown().await;
+}

@@ -398,6 +398,13 @@ impl Inner {
         order
     }
 
+    /// True while an unfinished resync keeps the store out of rotation.
+    fn is_held(&self, index: usize) -> bool {
+        self.replication
+            .as_ref()
+            .is_some_and(|r| r.replicas[index].held.load(Ordering::Relaxed))
+    }
+
     /// True when the store has applied every committed write (or there is
     /// no journal to be behind).
     fn in_sync(&self, index: usize) -> bool {
@@ -408,6 +415,9 @@ impl Inner {
 
     /// Breaker closed, schema ready, not drained.
     fn usable(&self, index: usize) -> bool {
+        if self.is_held(index) {
+            return false;
+        }
         let mut state = self.slots[index].state.lock();
         !state.drained && state.schema_ready && state.breaker.admits(Instant::now())
     }
@@ -436,6 +446,11 @@ impl Inner {
 
     /// Why a request may not use this store now, if it may not.
     fn unusable_reason(&self, index: usize) -> Option<&'static str> {
+        if self.is_held(index) {
+            return Some(
+                "held out: a resync into it has not finished (run `vectorgate resync` again)",
+            );
+        }
         let mut state = self.slots[index].state.lock();
         if state.drained {
             Some("drained by an operator")
@@ -515,6 +530,7 @@ impl Inner {
                     .as_ref()
                     .map_or(0, |r| r.dead_letters(index));
                 let in_sync = self.in_sync(index);
+                let resync_pending = self.is_held(index);
                 let mut state = slot.state.lock();
                 StoreStatus {
                     name: slot.name.clone(),
@@ -529,6 +545,7 @@ impl Inner {
                     last_probe_latency: state.last_probe_latency,
                     last_probe_error: state.last_probe_error.clone(),
                     in_sync,
+                    resync_pending,
                     lag_entries,
                     lag_seconds,
                     dead_letters,
@@ -537,7 +554,7 @@ impl Inner {
             .collect();
         if let Some(index) = order.into_iter().find(|i| {
             let s = &stores[*i];
-            s.schema_ready && s.breaker == BreakerState::Closed && s.in_sync
+            s.schema_ready && s.breaker == BreakerState::Closed && s.in_sync && !s.resync_pending
         }) {
             stores[index].active = true;
             active = Some(stores[index].name.clone());

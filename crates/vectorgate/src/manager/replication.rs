@@ -80,6 +80,9 @@ pub(crate) struct Replica {
     /// While a resync copies into this store: the journal must keep every
     /// entry after this sequence number (`u64::MAX`: no resync).
     floor: AtomicU64,
+    /// Held out of rotation until a resync into it finishes (persisted, so
+    /// a restart in the middle of a copy does not serve the partial copy).
+    pub(crate) held: AtomicBool,
 }
 
 impl Replica {
@@ -147,7 +150,7 @@ impl Replication {
         queue: usize,
         stores: &[String],
     ) -> Result<Replication> {
-        let (journal, last, cursors, dead) = tokio::task::spawn_blocking({
+        let (journal, last, cursors, dead, holds) = tokio::task::spawn_blocking({
             let stores = stores.to_vec();
             move || -> Result<_> {
                 let journal = Journal::open(&path)?;
@@ -163,7 +166,11 @@ impl Replication {
                     cursors.push(cursor.unwrap_or(last));
                     dead.push(journal.dead_letter_count(store)?);
                 }
-                Ok((journal, last, cursors, dead))
+                let holds = journal.holds()?;
+                for (store, reason) in &holds {
+                    tracing::warn!(store, reason, "store held out of rotation: a resync into it did not finish; run `vectorgate resync` again");
+                }
+                Ok((journal, last, cursors, dead, holds))
             }
         })
         .await
@@ -172,7 +179,9 @@ impl Replication {
         let replicas = cursors
             .iter()
             .zip(&dead)
-            .map(|(cursor, dead)| Replica {
+            .zip(stores)
+            .map(|((cursor, dead), store)| Replica {
+                held: AtomicBool::new(holds.iter().any(|(s, _)| s == store)),
                 apply: tokio::sync::Mutex::new(()),
                 cursor: watch::channel(*cursor).0,
                 in_sync: AtomicBool::new(*cursor >= last),
@@ -779,6 +788,17 @@ impl Inner {
         };
         self.refresh();
         let replica = self.replication.as_ref().map(|r| &r.replicas[to]);
+        // The target is held out of rotation until the copy is complete,
+        // across restarts too.
+        if let Some(replication) = &self.replication {
+            let name = self.slots[to].name.clone();
+            let since = validate::now_ms();
+            blocking(&replication.journal, move |j| {
+                j.set_hold(&name, "resync in progress", since)
+            })
+            .await?;
+            replication.replicas[to].held.store(true, Ordering::Relaxed);
+        }
         // Holding the target's apply lock keeps the writer and its
         // replicator out for the whole copy.
         let guard = match replica {
@@ -804,6 +824,13 @@ impl Inner {
             replica.cursor.send_modify(|c| *c = (*c).min(floor));
             replica.floor.store(u64::MAX, Ordering::Relaxed);
             drop(guard);
+            if report.is_ok()
+                && let Some(replication) = &self.replication
+            {
+                let name = self.slots[to].name.clone();
+                blocking(&replication.journal, move |j| j.clear_hold(&name)).await?;
+                replica.held.store(false, Ordering::Relaxed);
+            }
             replica.wake.notify_one();
         }
         self.slots[to].state.lock().drained = was_drained;

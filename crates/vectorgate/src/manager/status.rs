@@ -42,6 +42,7 @@ impl ManagerStatus {
                     && a.drained == b.drained
                     && a.forced == b.forced
                     && a.in_sync == b.in_sync
+                    && a.resync_pending == b.resync_pending
             })
     }
 }
@@ -74,6 +75,8 @@ pub struct StoreStatus {
     pub last_probe_error: Option<String>,
     /// Has applied every committed write (always true without replication).
     pub in_sync: bool,
+    /// Held out of rotation: a resync into it has not finished.
+    pub resync_pending: bool,
     /// Journal entries it has not applied yet.
     pub lag_entries: u64,
     /// Seconds since the first write it misses was journaled.
