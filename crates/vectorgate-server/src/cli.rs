@@ -607,7 +607,11 @@ pub fn status_table(status: &StatusResponse) -> String {
                 yes_no(s.forced),
                 s.last_probe_latency_ms
                     .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms")),
-                yes_no(s.in_sync),
+                if s.resync_pending {
+                    "no (resync pending)".to_owned()
+                } else {
+                    yes_no(s.in_sync)
+                },
                 lag,
                 s.dead_letters.to_string(),
                 s.last_probe_error.clone(),

@@ -108,6 +108,8 @@ pub struct StoreReadiness {
     pub lag_seconds: f64,
     /// Journal entries it refused, kept for `vectorgate redrive`.
     pub dead_letters: u64,
+    /// Held out of rotation until a resync into it finishes.
+    pub resync_pending: bool,
 }
 
 /// Readiness from a manager status.
@@ -141,6 +143,7 @@ pub fn readiness(status: &ManagerStatus, draining: bool) -> Readiness {
                 lag_entries: s.lag_entries,
                 lag_seconds: s.lag_seconds.unwrap_or(0.0),
                 dead_letters: s.dead_letters,
+                resync_pending: s.resync_pending,
             })
             .collect(),
     }
