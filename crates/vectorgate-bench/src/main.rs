@@ -4,10 +4,20 @@
 //!
 //! ```text
 //! cargo run --release -p vectorgate-bench -- replication
+//! cargo run --release -p vectorgate-bench -- overhead
+//! cargo run --release -p vectorgate-bench -- failover
+//! cargo run --release -p vectorgate-bench -- backends
 //! ```
 //!
-//! Each benchmark prints a table and writes JSON under `bench-results/`.
+//! Each benchmark prints a table and writes JSON under `bench-results/`
+//! (`failover` also a PNG chart). None of them is a test: nothing here
+//! asserts a timing.
 
+mod backends;
+mod chart;
+mod failover;
+mod load;
+mod overhead;
 mod replication;
 mod report;
 mod workload;
@@ -28,6 +38,14 @@ struct Cli {
 enum Command {
     /// Upsert throughput through the manager with replication off, async and sync.
     Replication(replication::Args),
+    /// Recall and upsert through the manager (replication off, async) versus
+    /// hand-written sqlx + pgvector, on the same PostgreSQL table.
+    Overhead(overhead::Args),
+    /// PostgreSQL SIGKILLed and restarted under load: what clients see.
+    /// Kills the machine's PostgreSQL (and restarts it).
+    Failover(failover::Args),
+    /// Recall QPS and recall@k of every backend on the same data.
+    Backends(backends::Args),
 }
 
 #[tokio::main]
@@ -35,6 +53,9 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replication(args) => replication::run(args).await,
+        Command::Overhead(args) => overhead::run(args).await,
+        Command::Failover(args) => failover::run(args).await,
+        Command::Backends(args) => backends::run(args).await,
     };
     if let Err(error) = result {
         eprintln!("error: {error}");

@@ -14,7 +14,12 @@ pub fn machine() -> serde_json::Value {
         })
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    serde_json::json!({ "cpu": cpu, "cores": cores })
+    // The load when the run ended: on a shared machine, read figures with it.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into());
+    serde_json::json!({ "cpu": cpu, "cores": cores, "loadavg_1_5_15": load })
 }
 
 /// Writes `value` to `bench-results/<name>.json`; returns the path.
