@@ -235,7 +235,7 @@ pub struct ReplicationConfig {
     /// Default 5.
     pub dead_letter_after: u32,
     /// Concurrent store calls one group commit of distinct-id upserts is
-    /// applied with (1..=64). Default 4.
+    /// applied with (1..=64). Default 8.
     pub apply_parallelism: usize,
 }
 
@@ -248,7 +248,7 @@ impl Default for ReplicationConfig {
             queue: 1024,
             catchup_wait_ms: 2000,
             dead_letter_after: 5,
-            apply_parallelism: 4,
+            apply_parallelism: 8,
         }
     }
 }

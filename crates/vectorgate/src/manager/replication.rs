@@ -896,7 +896,7 @@ fn group<'a>(entries: &[&'a Entry]) -> Vec<Vec<&'a Entry>> {
 }
 
 /// Smallest share of a merged upsert worth a store call of its own.
-const MIN_PARALLEL_CHUNK: usize = 50;
+const MIN_PARALLEL_CHUNK: usize = 8;
 
 /// One store call for a group made by [`group`]; returns the delete count.
 ///
