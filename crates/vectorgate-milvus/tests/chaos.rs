@@ -15,7 +15,6 @@ use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use vectorgate::{
     DynStore, HnswParams, IndexSpec, ManagerConfig, Metric, RecallQuery, Record, VectorManager,
@@ -23,6 +22,7 @@ use vectorgate::{
 };
 use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 use vectorgate_milvus::{MilvusConfig, MilvusStore};
+use vectorgate_testkit::chaos::{RecallClient, wait_for};
 
 const DIM: usize = 16;
 const MILVUS: &str = "milvus";
@@ -99,25 +99,6 @@ fn kill_milvus() -> u32 {
 
 fn vector(rng: &mut StdRng) -> Vec<f32> {
     (0..DIM).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
-}
-
-/// What the client loop saw.
-#[derive(Debug, Default)]
-struct Log {
-    served_by: Vec<(Instant, String)>,
-    failures: Vec<String>,
-    wrong: Vec<String>,
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,50 +202,13 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
     assert_eq!(manager.status().active.as_deref(), Some(MILVUS));
 
     // The client: one recall every ~20 ms until told to stop.
-    let log: Arc<lock::Mutex<Log>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (manager, log, stop) = (manager.clone(), log.clone(), stop.clone());
-        let queries = queries.clone();
-        tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let (q, expected) = &queries[i % queries.len()];
-                i += 1;
-                let result = manager.recall_routed(q).await;
-                {
-                    let mut log = log.lock();
-                    match result {
-                        Ok(routed) => {
-                            let ids: Vec<String> =
-                                routed.value.iter().map(|h| h.id.clone()).collect();
-                            if &ids != expected {
-                                log.wrong.push(format!(
-                                    "{} answered {ids:?}, expected {expected:?}",
-                                    routed.served_by
-                                ));
-                            }
-                            log.served_by.push((Instant::now(), routed.served_by));
-                        }
-                        Err(e) => log.failures.push(e.to_string()),
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
-    let served_since = |log: &Log, since: Instant, by: &str| {
-        log.served_by
-            .iter()
-            .filter(|(t, s)| *t >= since && s == by)
-            .count()
-    };
+    let client = RecallClient::start(manager.clone(), queries.clone(), Duration::from_millis(20));
 
     let started = Instant::now();
     wait_for(
         "10 recalls served by Milvus",
         Duration::from_secs(10),
-        || served_since(&log.lock(), started, MILVUS) >= 10,
+        || client.served_since(MILVUS, started) >= 10,
     )
     .await;
 
@@ -282,7 +226,7 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
     wait_for(
         "10 recalls served by the embedded store",
         Duration::from_secs(10),
-        || served_since(&log.lock(), killed, LOCAL) >= 10,
+        || client.served_since(LOCAL, killed) >= 10,
     )
     .await;
     let status = manager.status();
@@ -312,7 +256,7 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
     wait_for(
         "10 recalls served by Milvus again",
         Duration::from_secs(10),
-        || served_since(&log.lock(), restarted, MILVUS) >= 10,
+        || client.served_since(MILVUS, restarted) >= 10,
     )
     .await;
     let routed = manager.recall_routed(&queries[1].0).await.unwrap();
@@ -327,14 +271,12 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
         "Milvus kept the records written before the kill"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    client.await.unwrap();
+    let log = client.stop().await;
     manager.shutdown().await;
-    let log = log.lock();
-    let by = |name: &str| log.served_by.iter().filter(|(_, s)| s == name).count();
+    let by = |name: &str| log.served_by(name);
     eprintln!(
         "{TEST}: {} recalls ({} by {MILVUS}, {} by {LOCAL}), {} failed; failover in {failover_took:?}; restart took {restart_took:?}, failback {failback_took:?} after it",
-        log.served_by.len() + log.failures.len(),
+        log.total(),
         by(MILVUS),
         by(LOCAL),
         log.failures.len()
@@ -350,18 +292,4 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
         "wrong answers during the failover: {:?}",
         log.wrong
     );
-}
-
-/// A `Mutex` whose `lock` cannot fail (poisoning is irrelevant here).
-mod lock {
-    #[derive(Debug, Default)]
-    pub struct Mutex<T>(std::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-    }
 }

@@ -97,6 +97,7 @@
 // workspace denies these lints for production code only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chaos;
 pub mod conformance;
 pub mod fault;
 pub mod memory;
