@@ -516,3 +516,27 @@ async fn a_long_backlog_is_replayed_in_bounded_steps_without_tripping_the_breake
         "catching up was never taken for a failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_when_shutdown_begins_are_applied_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig(&dir.path().join("journal.db"), ReplicationMode::Async).await;
+    rig.primary.target(Target::Writes);
+    rig.primary.set(Fault::Delay(Duration::from_millis(150)));
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let manager = rig.manager.clone();
+            tokio::spawn(async move { manager.upsert(&[record("q", i)]).await })
+        })
+        .collect();
+    // Every write is in the pipeline (the first group is being applied).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rig.manager.shutdown().await;
+    for writer in writers {
+        writer
+            .await
+            .unwrap()
+            .expect("an accepted write is applied during shutdown");
+    }
+    assert_eq!(rig.primary_data.len(), 16);
+}

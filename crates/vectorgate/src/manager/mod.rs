@@ -279,6 +279,7 @@ impl VectorManager {
 
     /// Like [`VectorStore::recall`], also naming the store that answered.
     pub async fn recall_routed(&self, query: &RecallQuery) -> Result<Routed<Vec<Hit>>> {
+        self.inner.refuse_if_shutting_down()?;
         let filter = validate::check_recall(&self.inner.config.index, query)?;
         if filter == CollectionFilter::Nothing {
             return Ok(Routed {
@@ -371,6 +372,18 @@ impl Drop for VectorManager {
 impl Inner {
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// New caller requests are refused once shutdown began; work already
+    /// accepted (writes queued for the pipeline) still completes.
+    fn refuse_if_shutting_down(&self) -> Result<()> {
+        if self.is_shutting_down() {
+            return Err(Error::unavailable(
+                &self.config.name,
+                "the manager is shutting down",
+            ));
+        }
+        Ok(())
     }
 
     fn index_of(&self, store: &str) -> Result<usize> {
@@ -585,12 +598,7 @@ impl Inner {
     /// The write path: through the journal when replication is on, else
     /// routed like a read. Returns the delete count (0 for upserts).
     async fn write(&self, op: WriteOp) -> Result<u64> {
-        if self.is_shutting_down() {
-            return Err(Error::unavailable(
-                &self.config.name,
-                "the manager is shutting down",
-            ));
-        }
+        self.refuse_if_shutting_down()?;
         if self.replication.is_some() {
             return self.submit(op).await;
         }
@@ -707,6 +715,7 @@ impl VectorStore for VectorManager {
     }
 
     async fn count(&self, scope: &CountScope) -> Result<u64> {
+        self.inner.refuse_if_shutting_down()?;
         validate::check_count(scope)?;
         Ok(self
             .inner
@@ -718,6 +727,7 @@ impl VectorStore for VectorManager {
     }
 
     async fn scan(&self, request: &ScanRequest) -> Result<ScanPage> {
+        self.inner.refuse_if_shutting_down()?;
         validate::check_scan(request)?;
         Ok(self
             .inner

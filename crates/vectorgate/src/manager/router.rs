@@ -42,12 +42,6 @@ impl Inner {
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        if self.is_shutting_down() {
-            return Err(Error::unavailable(
-                &self.config.name,
-                "the manager is shutting down",
-            ));
-        }
         let retry = &self.config.retry;
         let attempt_timeout = Duration::from_millis(retry.attempt_timeout_ms);
         let deadline = Instant::now() + Duration::from_millis(retry.deadline_ms);
