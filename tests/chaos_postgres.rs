@@ -67,8 +67,32 @@ async fn pg_store(url: &str, table: &str) -> Arc<PgStore> {
     Arc::new(PgStore::connect(config).await.unwrap())
 }
 
-fn table(name: &str) -> String {
-    format!("vgt_{name}_{}", std::process::id())
+/// A manager over [PostgreSQL (its own table), embedded] with a journal.
+struct Rig {
+    _dir: tempfile::TempDir,
+    pg: Arc<PgStore>,
+    local: Arc<vectorgate_embedded::EmbeddedStore>,
+    manager: Arc<VectorManager>,
+}
+
+impl Rig {
+    async fn start(url: &str, name: &str) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = pg_store(url, &format!("vgt_{name}_{}", std::process::id())).await;
+        let local = embedded(dir.path(), "embedded", &spec()).await;
+        let manager = VectorManager::start(
+            config(&dir.path().join("journal.db")),
+            vec![pg.clone() as DynStore, local.clone() as DynStore],
+        )
+        .await
+        .unwrap();
+        Rig {
+            _dir: dir,
+            pg,
+            local,
+            manager: Arc::new(manager),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,17 +101,8 @@ async fn chaos_postgres_killed_during_recalls_no_recall_fails() {
         return;
     };
     let _restart = RestartOnDrop("postgres");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg_store(&url, &table("chaos_recall")).await;
-    let local = embedded(dir.path(), "embedded", &spec()).await;
-    let manager = Arc::new(
-        VectorManager::start(
-            config(&dir.path().join("journal.db")),
-            vec![pg.clone() as DynStore, local as DynStore],
-        )
-        .await
-        .unwrap(),
-    );
+    let rig = Rig::start(&url, "chaos_recall").await;
+    let (pg, manager) = (rig.pg.clone(), rig.manager.clone());
     let records: Vec<Record> = (0..400)
         .map(|i| record(format!("r{i}"), i % TEAMS, i))
         .collect();
@@ -199,17 +214,8 @@ async fn chaos_postgres_killed_under_mixed_load_loses_no_acknowledged_write() {
         return;
     };
     let _restart = RestartOnDrop("postgres");
-    let dir = tempfile::tempdir().unwrap();
-    let pg = pg_store(&url, &table("chaos_mixed")).await;
-    let local = embedded(dir.path(), "embedded", &spec()).await;
-    let manager = Arc::new(
-        VectorManager::start(
-            config(&dir.path().join("journal.db")),
-            vec![pg.clone() as DynStore, local.clone() as DynStore],
-        )
-        .await
-        .unwrap(),
-    );
+    let rig = Rig::start(&url, "chaos_mixed").await;
+    let (pg, local, manager) = (rig.pg.clone(), rig.local.clone(), rig.manager.clone());
 
     // Watch for the moment traffic returns to PostgreSQL: its lag must be zero then.
     let mut updates = manager.subscribe();
@@ -313,10 +319,15 @@ async fn chaos_postgres_killed_under_mixed_load_loses_no_acknowledged_write() {
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(
-        failback.await.unwrap(),
-        Some((0, true)),
-        "PostgreSQL got traffic back only once its lag was zero"
+    // PostgreSQL becomes active only once its replicator found its lag at
+    // zero (the in-sync latch). Writes keep coming meanwhile (async mode), so
+    // by the time the status is published a few group commits may already
+    // be on its way to it: a lag of a couple of entries, not the outage's.
+    let (lag_at_failback, in_sync) = failback.await.unwrap().expect("a failback was observed");
+    assert!(in_sync, "PostgreSQL got traffic back before it caught up");
+    assert!(
+        lag_at_failback <= 5,
+        "PostgreSQL got traffic back with {lag_at_failback} entries still to apply (outage backlog was {pg_lag})"
     );
     eventually(
         30,
