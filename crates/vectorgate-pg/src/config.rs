@@ -176,24 +176,8 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-/// `postgres://user:***@host/db`: the URL without its password.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &authority[..colon],
-            &url[scheme_end + 3 + at..]
-        ),
-        _ => url.to_owned(),
-    }
-}
+/// The URL without its password (one implementation, in the core crate).
+pub(crate) use vectorgate::redact::url as redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod journal;
 pub mod manager;
 pub mod model;
+pub mod redact;
 pub mod resync;
 pub mod store;
 pub mod validate;
