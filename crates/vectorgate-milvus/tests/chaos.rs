@@ -13,7 +13,6 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vectorgate::{
@@ -22,55 +21,19 @@ use vectorgate::{
 };
 use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 use vectorgate_milvus::{MilvusConfig, MilvusStore};
-use vectorgate_testkit::chaos::{RecallClient, wait_for};
+use vectorgate_testkit::chaos::{
+    RecallClient, RestartOnDrop, kill_pid_file, services_up, wait_for,
+};
 
 const DIM: usize = 16;
 const MILVUS: &str = "milvus";
 const LOCAL: &str = "embedded";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// The server's pid file, where `scripts/services.d/milvus.sh` puts it.
 fn pid_file() -> PathBuf {
     let base = std::env::var("VECTORGATE_MILVUS_BASE")
         .unwrap_or_else(|_| "/opt/vectorgate/milvus".to_owned());
     Path::new(&base).join("milvus.pid")
-}
-
-fn services_up() -> Result<Duration, String> {
-    let started = Instant::now();
-    let out = Command::new("bash")
-        .args(["scripts/services.sh", "up", "milvus"])
-        .current_dir(repo_root())
-        .output()
-        .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
-    if out.status.success() {
-        Ok(started.elapsed())
-    } else {
-        Err(format!(
-            "scripts/services.sh up milvus failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Restarts Milvus when dropped, so a failing test leaves the server up for
-/// the tests that come after it.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = services_up() {
-            eprintln!("chaos guard: {e}");
-        }
-    }
 }
 
 /// Drops the test's collection when dropped (after the restart guard ran:
@@ -84,17 +47,6 @@ impl Drop for DropCollection {
     fn drop(&mut self) {
         common::drop_collections(&self.url, vec![self.collection.clone()]);
     }
-}
-
-fn kill_milvus() -> u32 {
-    let text = std::fs::read_to_string(pid_file()).unwrap();
-    let pid: u32 = text.trim().parse().unwrap();
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -KILL {pid} failed");
-    pid
 }
 
 fn vector(rng: &mut StdRng) -> Vec<f32> {
@@ -125,7 +77,7 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
         url: url.clone(),
         collection: collection.clone(),
     };
-    let _restart = RestartOnDrop;
+    let _restart = RestartOnDrop("milvus");
 
     // Both stores hold the same records before the manager starts.
     let spec = IndexSpec {
@@ -213,7 +165,7 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
     .await;
 
     // Kill the server.
-    let pid = kill_milvus();
+    let pid = kill_pid_file(&pid_file());
     let killed = Instant::now();
     eprintln!("{TEST}: killed milvus (pid {pid})");
     wait_for(
@@ -241,7 +193,7 @@ async fn chaos_milvus_sigkill_fails_over_to_embedded_and_back() {
 
     // Restart it (keeping its data); after it reloaded the collection and the
     // breaker's hysteresis passed, traffic returns.
-    let restart_took = tokio::task::spawn_blocking(services_up)
+    let restart_took = tokio::task::spawn_blocking(|| services_up("milvus"))
         .await
         .unwrap()
         .unwrap();

@@ -12,7 +12,6 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vectorgate::{
@@ -21,65 +20,19 @@ use vectorgate::{
 };
 use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 use vectorgate_oceanbase::{OceanBaseConfig, OceanBaseStore};
-use vectorgate_testkit::chaos::{RecallClient, wait_for};
+use vectorgate_testkit::chaos::{
+    RecallClient, RestartOnDrop, kill_pid_file, services_up, wait_for,
+};
 
 const DIM: usize = 16;
 const OB: &str = "oceanbase";
 const LOCAL: &str = "embedded";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// seekdb's pid file, where `scripts/services.d/oceanbase.sh` puts it.
 fn pid_file() -> PathBuf {
     let data = std::env::var("VECTORGATE_SEEKDB_DATA")
         .unwrap_or_else(|_| "/var/lib/vectorgate/seekdb".to_owned());
     Path::new(&data).join("run/seekdb.pid")
-}
-
-fn services_up() -> Result<(), String> {
-    let out = Command::new("bash")
-        .args(["scripts/services.sh", "up", "oceanbase"])
-        .current_dir(repo_root())
-        .output()
-        .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "scripts/services.sh up oceanbase failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// Restarts seekdb when dropped, so a failing test leaves the server up for
-/// the tests that come after it.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = services_up() {
-            eprintln!("chaos guard: {e}");
-        }
-    }
-}
-
-fn kill_seekdb() -> u32 {
-    let text = std::fs::read_to_string(pid_file()).unwrap();
-    let pid: u32 = text.trim().parse().unwrap();
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -KILL {pid} failed");
-    pid
 }
 
 fn vector(rng: &mut StdRng) -> Vec<f32> {
@@ -105,7 +58,7 @@ async fn chaos_oceanbase_sigkill_fails_over_to_embedded_and_back() {
         );
         return;
     }
-    let _restart = RestartOnDrop;
+    let _restart = RestartOnDrop("oceanbase");
 
     // Both stores hold the same records before the manager starts.
     let spec = IndexSpec {
@@ -207,7 +160,7 @@ async fn chaos_oceanbase_sigkill_fails_over_to_embedded_and_back() {
     .await;
 
     // Kill the server.
-    let pid = kill_seekdb();
+    let pid = kill_pid_file(&pid_file());
     let killed = Instant::now();
     eprintln!("{TEST}: killed seekdb (pid {pid})");
     wait_for(
@@ -232,7 +185,9 @@ async fn chaos_oceanbase_sigkill_fails_over_to_embedded_and_back() {
     );
 
     // Restart it; after the breaker's hysteresis, traffic returns.
-    let restart = tokio::task::spawn_blocking(services_up).await.unwrap();
+    let restart = tokio::task::spawn_blocking(|| services_up("oceanbase"))
+        .await
+        .unwrap();
     restart.unwrap();
     let restarted = Instant::now();
     wait_for(

@@ -117,3 +117,54 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `bash scripts/services.sh up <service>` from the repository root; returns
+/// how long it took, or its output when it failed.
+pub fn services_up(service: &str) -> Result<Duration, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let started = Instant::now();
+    let out = std::process::Command::new("bash")
+        .args(["scripts/services.sh", "up", service])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cannot run scripts/services.sh: {e}"))?;
+    if out.status.success() {
+        Ok(started.elapsed())
+    } else {
+        Err(format!(
+            "scripts/services.sh up {service} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Starts the service again when dropped, so a chaos test that fails midway
+/// leaves the shared server up for the tests after it.
+#[derive(Debug)]
+pub struct RestartOnDrop(pub &'static str);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = services_up(self.0) {
+            eprintln!("chaos guard: {e}");
+        }
+    }
+}
+
+/// SIGKILLs the process whose pid is in `pid_file`; returns the pid.
+pub fn kill_pid_file(pid_file: &std::path::Path) -> u32 {
+    let text = std::fs::read_to_string(pid_file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", pid_file.display()));
+    let pid: u32 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{} holds no pid: {e}", pid_file.display()));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill -KILL {pid} failed");
+    pid
+}
