@@ -424,8 +424,11 @@ impl PgStore {
                 .await
             {
                 let what = format!("CREATE EXTENSION vector failed: {}", error::describe(&e));
+                // The role may not create it (42501): that needs a superuser,
+                // not a retry.
+                let denied = error::sqlstate(&e).as_deref() == Some("42501");
                 let mapped = self.map(e);
-                return Err(if mapped.is_retriable() {
+                return Err(if mapped.is_retriable() && !denied {
                     mapped
                 } else {
                     missing_extension(store, &what)
@@ -582,6 +585,17 @@ impl PgStore {
         // relaxed_order may return rows slightly out of order.
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         Ok(hits)
+    }
+
+    fn serving_health(&self, row: &PgRow) -> Result<sql::ServingHealth> {
+        Ok(sql::ServingHealth {
+            version: row.try_get("version").map_err(|e| self.map(e))?,
+            role: row.try_get("role").map_err(|e| self.map(e))?,
+            table_exists: row.try_get("table_exists").map_err(|e| self.map(e))?,
+            missing_privileges: row.try_get("missing_privileges").map_err(|e| self.map(e))?,
+            read_only: row.try_get("read_only").map_err(|e| self.map(e))?,
+            in_recovery: row.try_get("in_recovery").map_err(|e| self.map(e))?,
+        })
     }
 
     fn hit(&self, row: &PgRow, metric: Metric) -> Result<Hit> {
@@ -890,16 +904,21 @@ impl VectorStore for PgStore {
 
     async fn health(&self) -> Result<HealthReport> {
         let started = Instant::now();
-        let version: String = self
+        let row = self
             .bounded("health", async {
                 let mut conn = self.acquire().await?;
-                sqlx::query_scalar("SELECT current_setting('server_version')")
+                sqlx::query(sql::HEALTH)
+                    .bind(self.table())
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| self.map(e))
             })
             .await?;
         let latency = started.elapsed();
+        let health = self.serving_health(&row)?;
+        if let Some(problem) = health.problem(self.table(), self.inner.schema.read().is_some()) {
+            return Err(Error::unavailable(self.name_str(), problem));
+        }
         let stats = self.pool_stats();
         let pgvector = self
             .pgvector_version()
@@ -907,9 +926,15 @@ impl VectorStore for PgStore {
         Ok(HealthReport {
             latency,
             detail: format!(
-                "PostgreSQL {version}, pgvector {pgvector}, table {}, pool {}/{} open, {} idle, \
+                "PostgreSQL {}, pgvector {pgvector}, table {} ({}), pool {}/{} open, {} idle, \
                  {} waiting",
+                health.version,
                 self.table(),
+                if health.table_exists {
+                    "present, writable"
+                } else {
+                    "not created yet"
+                },
                 stats.size,
                 stats.max,
                 stats.idle,

@@ -245,9 +245,127 @@ impl Where {
     }
 }
 
+/// The health probe, one round trip: what serving needs, not just a live
+/// server. `$1` is the table name (unqualified, resolved through the
+/// role's `search_path`, like every statement of the store).
+/// `has_table_privilege` with a list is true when *any* is held, so each
+/// privilege is checked on its own.
+pub(crate) const HEALTH: &str = "SELECT current_setting('server_version') AS version, \
+     current_user::text AS role, \
+     t.oid IS NOT NULL AS table_exists, \
+     ARRAY(SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p \
+           WHERE t.oid IS NOT NULL AND NOT has_table_privilege(t.oid, p)) AS missing_privileges, \
+     current_setting('transaction_read_only') = 'on' AS read_only, \
+     pg_is_in_recovery() AS in_recovery \
+     FROM (SELECT to_regclass($1) AS oid) AS t";
+
+/// What [`HEALTH`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServingHealth {
+    pub version: String,
+    pub role: String,
+    pub table_exists: bool,
+    pub missing_privileges: Vec<String>,
+    pub read_only: bool,
+    pub in_recovery: bool,
+}
+
+impl ServingHealth {
+    /// Why the store cannot serve, with the fix; `None` when it can. A
+    /// missing table is a problem only once `ensure_schema` made it
+    /// (`schema_ensured`): before that it is simply not created yet.
+    pub(crate) fn problem(&self, table: &str, schema_ensured: bool) -> Option<String> {
+        let role = &self.role;
+        if self.in_recovery {
+            return Some(
+                "the server is a standby (in recovery) and refuses writes: point the store's URL \
+                 at the primary (after a switchover, the new primary)"
+                    .to_owned(),
+            );
+        }
+        if self.read_only {
+            return Some(
+                "the server refuses writes (transaction_read_only is on, e.g. \
+                 default_transaction_read_only = on): run `ALTER SYSTEM RESET \
+                 default_transaction_read_only; SELECT pg_reload_conf();` as a superuser, or \
+                 point the store's URL at a writable primary"
+                    .to_owned(),
+            );
+        }
+        if !self.table_exists && schema_ensured {
+            return Some(format!(
+                "table {table} is missing (dropped or renamed, or its schema is not usable by \
+                 role {role}): rename it back, or let ensure_schema create it again and resync \
+                 it from another store"
+            ));
+        }
+        if !self.missing_privileges.is_empty() {
+            let missing = self.missing_privileges.join(", ");
+            return Some(format!(
+                "role {role} lacks {missing} on table {table}: run `GRANT SELECT, INSERT, \
+                 UPDATE, DELETE ON {table} TO {role};` as the table's owner or a superuser"
+            ));
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_names_each_problem_and_its_fix() {
+        let good = ServingHealth {
+            version: "15.8".into(),
+            role: "vg".into(),
+            table_exists: true,
+            missing_privileges: Vec::new(),
+            read_only: false,
+            in_recovery: false,
+        };
+        assert_eq!(good.problem("vectors", true), None);
+        let cases = [
+            (
+                ServingHealth {
+                    in_recovery: true,
+                    ..good.clone()
+                },
+                "standby",
+            ),
+            (
+                ServingHealth {
+                    read_only: true,
+                    ..good.clone()
+                },
+                "default_transaction_read_only",
+            ),
+            (
+                ServingHealth {
+                    table_exists: false,
+                    ..good.clone()
+                },
+                "table vectors is missing",
+            ),
+            (
+                ServingHealth {
+                    missing_privileges: vec!["INSERT".into(), "DELETE".into()],
+                    ..good.clone()
+                },
+                "role vg lacks INSERT, DELETE on table vectors: run `GRANT",
+            ),
+        ];
+        for (health, expected) in cases {
+            let problem = health.problem("vectors", true).unwrap_or_default();
+            assert!(problem.contains(expected), "{problem:?} lacks {expected:?}");
+        }
+        // Before ensure_schema a missing table is just not created yet.
+        let fresh = ServingHealth {
+            table_exists: false,
+            ..good
+        };
+        assert_eq!(fresh.problem("vectors", false), None);
+    }
 
     #[test]
     fn index_names_fit_and_stay_distinct() {

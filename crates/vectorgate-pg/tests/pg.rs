@@ -650,9 +650,9 @@ async fn starvation_statement_timeout_and_terminated_backend() {
     assert_eq!(s.count(&CountScope::default()).await.unwrap(), 0);
 }
 
-/// The table changed behind a handle's back: dropped (42P01 → Internal
-/// naming ensure_schema), or recreated with another dimension (pgvector's
-/// dimension error, 22000 → InvalidInput).
+/// The table changed behind a handle's back: dropped (42P01 → Unavailable,
+/// the store fails over, naming ensure_schema), or recreated with another
+/// dimension (pgvector's dimension error, 22000 → InvalidInput).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_changed_behind_the_store() {
     let url = url_or_skip!();
@@ -664,8 +664,11 @@ async fn table_changed_behind_the_store() {
         .unwrap();
     t.store.drop_table().await.unwrap();
     let err = other.count(&CountScope::default()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("ensure_schema"), "{err}");
+    let err = other.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
 
     t.store
         .ensure_schema(&exact_spec(4, Metric::Cosine))
@@ -688,6 +691,103 @@ async fn health_reports_the_server() {
     assert!(report.detail.contains("PostgreSQL "), "{}", report.detail);
     assert!(report.detail.contains("pgvector 0."), "{}", report.detail);
     eprintln!("{}", report.detail);
+}
+
+/// A server that answers but cannot serve: every refusal is `Unavailable`
+/// (the manager fails over) naming the fix, and `health()` sees it before
+/// any call does. Per table and per session, so it runs beside other tests:
+/// the server-wide variants (`ALTER SYSTEM`) are the workspace's
+/// `chaos_gray_postgres` tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_unavailable_and_health_sees_them() {
+    let url = url_or_skip!();
+    let t = Table::with_spec(&url, "gray", exact_spec(4, Metric::Cosine)).await;
+    let table = t.store.table().to_owned();
+    let s = &t.store;
+    let rec = || record("a", "t", "d", "c", vec![1.0, 0.0, 0.0, 0.0]);
+    s.upsert(&[rec()]).await.unwrap();
+    s.health().await.unwrap();
+    let mut raw = common::raw(&url).await;
+    let exec = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+
+    // Privileges revoked from the role, which owns the table: REVOKE works
+    // on an owner's own privileges (the owner may always GRANT them back).
+    exec(format!(
+        "REVOKE INSERT, UPDATE, DELETE ON {table} FROM CURRENT_USER"
+    ))
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let err = s.upsert(&[rec()]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("GRANT SELECT, INSERT"), "{err}");
+    let err = s.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string().contains("lacks INSERT, UPDATE, DELETE"),
+        "{err}"
+    );
+    assert_eq!(s.count(&CountScope::default()).await.unwrap(), 1);
+    exec(format!("REVOKE SELECT ON {table} FROM CURRENT_USER"))
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let err = s.count(&CountScope::default()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    exec(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO CURRENT_USER"
+    ))
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    s.health().await.unwrap();
+    s.upsert(&[rec()]).await.unwrap();
+
+    // Renamed away and back.
+    exec(format!("ALTER TABLE {table} RENAME TO {table}_away"))
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let err = s
+        .recall(&query("t", &["d"], vec![1.0; 4], 3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let err = s.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("rename it back"), "{err}");
+    exec(format!("ALTER TABLE {table}_away RENAME TO {table}"))
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    s.health().await.unwrap();
+    assert_eq!(
+        s.recall(&query("t", &["d"], vec![1.0; 4], 3))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A read-only session (as after a switchover to a standby, or with
+    // default_transaction_read_only): reads serve, writes and health refuse.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let read_only = t
+        .reopen(|c| PgConfig {
+            url: format!("{url}{separator}options=-c%20default_transaction_read_only%3Don"),
+            ..c
+        })
+        .await;
+    let err = read_only
+        .ensure_schema(&exact_spec(4, Metric::Cosine))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let err = read_only.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("transaction_read_only"), "{err}");
+    read_only.close().await;
 }
 
 /// Several handles (think: replicas of a service starting together) create
