@@ -23,6 +23,8 @@ use crate::model::{DeleteSelector, Record};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 const STORE: &str = "journal";
 
@@ -36,12 +38,46 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Approximate bytes it takes in memory and in the journal, for the
+    /// write queue's byte bound.
+    pub fn approx_bytes(&self) -> u64 {
+        let bytes = match self {
+            WriteOp::Upsert(records) => records
+                .iter()
+                .map(|r| {
+                    128 + 4 * r.vector.len()
+                        + r.id.len()
+                        + r.team_id.len()
+                        + r.dataset_id.len()
+                        + r.collection_id.len()
+                        + r.payload.as_ref().map_or(0, approx_json_bytes)
+                })
+                .sum(),
+            WriteOp::Delete(selector) => 256 + approx_json_bytes(&serde_json::json!(selector)),
+        };
+        bytes as u64
+    }
+
     /// Records it carries (1 for a delete), for batching limits.
     pub fn weight(&self) -> usize {
         match self {
             WriteOp::Upsert(records) => records.len().max(1),
             WriteOp::Delete(_) => 1,
         }
+    }
+}
+
+fn approx_json_bytes(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::String(s) => s.len() + 2,
+        serde_json::Value::Array(items) => 2 + items.iter().map(approx_json_bytes).sum::<usize>(),
+        serde_json::Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approx_json_bytes(v))
+                .sum::<usize>()
+        }
+        _ => 8,
     }
 }
 
@@ -74,6 +110,33 @@ pub struct DeadLetter {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    faults: Arc<JournalFaults>,
+}
+
+/// Injected journal I/O errors, for the manager's fault-model tests: each
+/// counter is how many of the next calls of that kind fail as if the disk
+/// were full. Production code never sets them.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct JournalFaults {
+    /// Failing `append` calls to come (nothing is written).
+    pub append: AtomicU32,
+    /// Failing `save_cursors` calls to come.
+    pub save_cursors: AtomicU32,
+    /// Failing `trim` calls to come.
+    pub trim: AtomicU32,
+}
+
+impl JournalFaults {
+    fn take(counter: &AtomicU32, what: &str) -> Result<()> {
+        let hit = counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hit {
+            return Err(db_error(what, "injected fault: database or disk is full"));
+        }
+        Ok(())
+    }
 }
 
 /// Record fields other than the vector, serialized as JSON; vectors follow
@@ -187,8 +250,13 @@ impl Journal {
         }
         let conn = Connection::open(path)
             .map_err(|e| db_error(&format!("cannot open {}", path.display()), e))?;
+        // A new file shrinks as it is trimmed (incremental vacuum); this must
+        // be set before the first table exists.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .map_err(|e| db_error("cannot initialise the journal", e))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
+             PRAGMA journal_size_limit = 67108864;
              PRAGMA synchronous = FULL;
              PRAGMA busy_timeout = 5000;
              CREATE TABLE IF NOT EXISTS entries (
@@ -221,7 +289,14 @@ impl Journal {
         Ok(Journal {
             conn,
             path: path.to_owned(),
+            faults: Arc::default(),
         })
+    }
+
+    /// The fault injection counters of this journal (tests only).
+    #[doc(hidden)]
+    pub fn faults(&self) -> Arc<JournalFaults> {
+        self.faults.clone()
     }
 
     /// The file it lives in.
@@ -232,6 +307,7 @@ impl Journal {
     /// Appends `ops` in one durable transaction; returns their sequence
     /// numbers, in order. When this returns, the writes survive a crash.
     pub fn append(&mut self, ops: &[&WriteOp], at_ms: i64) -> Result<Vec<u64>> {
+        JournalFaults::take(&self.faults.append, "journal append")?;
         let tx = self
             .conn
             .transaction()
@@ -256,13 +332,24 @@ impl Journal {
         Ok(seqs)
     }
 
-    /// Removes one entry that no store applied (a write refused as invalid
-    /// by the store that served it), so no other store ever sees it.
-    pub fn remove(&mut self, seq: u64) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM entries WHERE seq = ?1", params![to_i64(seq)])
+    /// Removes entries that no store applied (writes refused by the store
+    /// that served them, or that no store could apply), so no store ever
+    /// sees them. All or none.
+    pub fn remove(&mut self, seqs: &[u64]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction()
             .map_err(|e| db_error("journal remove", e))?;
-        Ok(())
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM entries WHERE seq = ?1")
+                .map_err(|e| db_error("journal remove", e))?;
+            for seq in seqs {
+                stmt.execute(params![to_i64(*seq)])
+                    .map_err(|e| db_error("journal remove", e))?;
+            }
+        }
+        tx.commit().map_err(|e| db_error("journal remove", e))
     }
 
     /// Entries with `after < seq <= through`, in order, stopping once
@@ -314,6 +401,16 @@ impl Journal {
         Ok(u64::try_from(from_sequence.unwrap_or(0)).unwrap_or(0))
     }
 
+    /// Bytes of the entries held (their encoded bodies).
+    pub fn bytes(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT total(length(body)) FROM entries", [], |row| {
+                row.get::<_, f64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(|e| db_error("journal size", e))
+    }
+
     /// Number of entries held, and the oldest entry's time.
     pub fn size(&self) -> Result<(u64, Option<i64>)> {
         self.conn
@@ -358,6 +455,7 @@ impl Journal {
 
     /// Persists cursors (never moves one backwards).
     pub fn save_cursors(&mut self, cursors: &[(&str, u64)]) -> Result<()> {
+        JournalFaults::take(&self.faults.save_cursors, "journal cursors")?;
         let tx = self
             .conn
             .transaction()
@@ -377,8 +475,19 @@ impl Journal {
         tx.commit().map_err(|e| db_error("journal cursors", e))
     }
 
-    /// Deletes entries every store has applied (`seq <= through`).
-    pub fn trim(&mut self, through: u64) -> Result<u64> {
+    /// Deletes entries every store has applied (`seq <= through`), and
+    /// gives the freed pages back to the file system once enough piled up.
+    /// Returns the number of entries and bytes deleted.
+    pub fn trim(&mut self, through: u64) -> Result<(u64, u64)> {
+        JournalFaults::take(&self.faults.trim, "journal trim")?;
+        let bytes: f64 = self
+            .conn
+            .query_row(
+                "SELECT total(length(body)) FROM entries WHERE seq <= ?1",
+                params![to_i64(through)],
+                |row| row.get(0),
+            )
+            .map_err(|e| db_error("journal trim", e))?;
         let n = self
             .conn
             .execute(
@@ -386,7 +495,19 @@ impl Journal {
                 params![to_i64(through)],
             )
             .map_err(|e| db_error("journal trim", e))?;
-        Ok(n as u64)
+        if n > 0 {
+            let free: i64 = self
+                .conn
+                .query_row("PRAGMA freelist_count", [], |row| row.get(0))
+                .map_err(|e| db_error("journal trim", e))?;
+            // 4 MiB of free 4 KiB pages: worth one incremental vacuum.
+            if free > 1024 {
+                self.conn
+                    .execute_batch("PRAGMA incremental_vacuum;")
+                    .map_err(|e| db_error("journal vacuum", e))?;
+            }
+        }
+        Ok((n as u64, bytes as u64))
     }
 
     /// Keeps `store` out of rotation across restarts (an unfinished resync
@@ -492,15 +613,44 @@ impl Journal {
             .map_err(|e| db_error("journal dead letters", e))
     }
 
-    /// Removes one dead letter (after it was re-driven successfully).
-    pub fn remove_dead_letter(&mut self, store: &str, seq: u64) -> Result<()> {
-        self.conn
-            .execute(
-                "DELETE FROM dead_letters WHERE store = ?1 AND seq = ?2",
-                params![store, to_i64(seq)],
+    /// The oldest dead letter of every store that has one: the journal keeps
+    /// every entry from there on, so a redrive can replay them in order.
+    pub fn oldest_dead_letters(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT store, min(seq) FROM dead_letters GROUP BY store")
+            .map_err(|e| db_error("journal dead letters", e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                ))
+            })
+            .map_err(|e| db_error("journal dead letters", e))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| db_error("journal dead letters", e))
+    }
+
+    /// Removes every dead letter of `store` (re-driven or discarded by an
+    /// operator); returns the oldest one's sequence number, if any.
+    pub fn clear_dead_letters(&mut self, store: &str) -> Result<Option<u64>> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| db_error("journal dead letters", e))?;
+        let oldest: Option<i64> = tx
+            .query_row(
+                "SELECT min(seq) FROM dead_letters WHERE store = ?1",
+                params![store],
+                |row| row.get(0),
             )
             .map_err(|e| db_error("journal dead letters", e))?;
-        Ok(())
+        tx.execute("DELETE FROM dead_letters WHERE store = ?1", params![store])
+            .map_err(|e| db_error("journal dead letters", e))?;
+        tx.commit()
+            .map_err(|e| db_error("journal dead letters", e))?;
+        Ok(oldest.and_then(|s| u64::try_from(s).ok()))
     }
 }
 
@@ -555,7 +705,7 @@ mod tests {
         assert_eq!(journal.read(1, 2, 10).unwrap().len(), 1);
         assert_eq!(journal.read(0, 2, 1).unwrap().len(), 1, "weight limit");
 
-        assert_eq!(journal.trim(2).unwrap(), 2);
+        assert_eq!(journal.trim(2).unwrap().0, 2);
         assert_eq!(journal.size().unwrap().0, 0);
         assert_eq!(journal.last_seq().unwrap(), 2, "numbers are never reused");
         assert_eq!(journal.append(&[&delete], 8).unwrap(), vec![3]);
@@ -574,8 +724,13 @@ mod tests {
         let letters = journal.dead_letters("pg", 10).unwrap();
         assert_eq!(letters[0].entry, entry);
         assert_eq!(letters[0].error, "rejected");
-        journal.remove_dead_letter("pg", 1).unwrap();
+        assert_eq!(
+            journal.oldest_dead_letters().unwrap(),
+            vec![("pg".into(), 1)]
+        );
+        assert_eq!(journal.clear_dead_letters("pg").unwrap(), Some(1));
         assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);
+        assert_eq!(journal.clear_dead_letters("pg").unwrap(), None);
 
         journal.set_hold("local", "resync", 5).unwrap();
         assert_eq!(

@@ -5,7 +5,10 @@
 //! upserts each page into the target. After every page it writes a small
 //! checkpoint file (atomically: write, fsync, rename), so an interrupted copy
 //! resumes after the last page it finished instead of starting over. At the
-//! end it compares per-team counts of both stores.
+//! end it compares per-team counts of both stores. Records the target holds
+//! but the source does not (a stale target, e.g. one that missed deletes)
+//! are deleted as the copy passes their ids, so the target ends equal to
+//! the source, not a superset of it.
 //!
 //! On its own, a copy does not see writes that land on the source while it
 //! runs. [`crate::VectorManager::resync`] covers them: it holds the target out
@@ -15,7 +18,7 @@
 //! newer one.
 
 use crate::error::{Error, Result};
-use crate::model::{CountScope, ScanRequest};
+use crate::model::{CountScope, DeleteSelector, ScanRequest};
 use crate::store::VectorStore;
 use crate::validate::MAX_UPSERT_BATCH;
 use serde::{Deserialize, Serialize};
@@ -162,6 +165,75 @@ where
     }
 }
 
+/// Deletes the records of `to` with ids in `(after, through]` (`through`
+/// `None`: to the end) that are not in `keep`.
+async fn delete_extras(
+    to: &dyn VectorStore,
+    after: Option<&str>,
+    through: Option<&str>,
+    keep: &BTreeSet<&str>,
+    options: &ResyncOptions,
+) -> Result<()> {
+    let mut cursor = after.map(str::to_owned);
+    loop {
+        let request = ScanRequest {
+            after_id: cursor.clone(),
+            limit: options.page_size,
+            ..Default::default()
+        };
+        let page = with_retries(options.attempts, || to.scan(&request)).await?;
+        let mut extras: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut past_end = false;
+        for record in &page.records {
+            if through.is_some_and(|end| record.id.as_str() > end) {
+                past_end = true;
+                break;
+            }
+            if !keep.contains(record.id.as_str()) {
+                extras
+                    .entry(record.team_id.clone())
+                    .or_default()
+                    .push(record.id.clone());
+            }
+        }
+        for (team_id, ids) in extras {
+            for ids in ids.chunks(crate::validate::MAX_DELETE_IDS) {
+                let selector = DeleteSelector::Ids {
+                    team_id: team_id.clone(),
+                    ids: ids.to_vec(),
+                };
+                with_retries(options.attempts, || to.delete(&selector)).await?;
+            }
+        }
+        match page.next_cursor {
+            Some(next) if !past_end => cursor = Some(next),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Per-team record counts of `teams` in both stores.
+pub async fn compare_counts(
+    from: &dyn VectorStore,
+    to: &dyn VectorStore,
+    teams: &[String],
+    attempts: u32,
+) -> Result<Vec<TeamCount>> {
+    let mut counts = Vec::with_capacity(teams.len());
+    for team in teams {
+        let scope = CountScope {
+            team_id: Some(team.clone()),
+            ..Default::default()
+        };
+        counts.push(TeamCount {
+            team_id: team.clone(),
+            source: with_retries(attempts, || from.count(&scope)).await?,
+            target: with_retries(attempts, || to.count(&scope)).await?,
+        });
+    }
+    Ok(counts)
+}
+
 /// Copies every record of `from` into `to` (see the module docs), calling
 /// `on_progress` after every page. Resumes from `options.checkpoint` if it
 /// holds an unfinished copy of the same pair.
@@ -205,6 +277,20 @@ pub async fn copy_store(
             ..Default::default()
         };
         let page = with_retries(options.attempts, || from.scan(&request)).await?;
+        let through = if page.next_cursor.is_none() {
+            None
+        } else {
+            page.records.last().map(|r| r.id.clone())
+        };
+        let keep: BTreeSet<&str> = page.records.iter().map(|r| r.id.as_str()).collect();
+        delete_extras(
+            to,
+            progress.cursor.as_deref(),
+            through.as_deref(),
+            &keep,
+            options,
+        )
+        .await?;
         if !page.records.is_empty() {
             with_retries(options.attempts, || to.upsert(&page.records)).await?;
             copied_now += page.records.len() as u64;
@@ -228,18 +314,8 @@ pub async fn copy_store(
         }
     }
 
-    let mut teams = Vec::with_capacity(progress.teams.len());
-    for team in &progress.teams {
-        let scope = CountScope {
-            team_id: Some(team.clone()),
-            ..Default::default()
-        };
-        teams.push(TeamCount {
-            team_id: team.clone(),
-            source: with_retries(options.attempts, || from.count(&scope)).await?,
-            target: with_retries(options.attempts, || to.count(&scope)).await?,
-        });
-    }
+    let teams: Vec<String> = progress.teams.iter().cloned().collect();
+    let teams = compare_counts(from, to, &teams, options.attempts).await?;
     Ok(ResyncReport {
         copied_now,
         copied: progress.copied,

@@ -159,10 +159,48 @@ pub fn check_vector(field: &str, vector: &[f32], spec: &IndexSpec) -> Result<()>
     Ok(())
 }
 
+/// Deepest nesting of a payload (MySQL/OceanBase JSON stops at 100).
+pub const MAX_PAYLOAD_DEPTH: usize = 32;
+
+/// Checks that every backend can hold the payload: PostgreSQL's JSONB
+/// refuses the character U+0000 in any string or key, and OceanBase's JSON
+/// nesting depth is limited. A value one backend cannot hold would leave
+/// the stores different, so it is refused here, before any store is written.
+fn check_payload_value(field: &str, value: &serde_json::Value, depth: usize) -> Result<()> {
+    let nul = |what: &str| {
+        Error::invalid(
+            field,
+            format!("{what} contains the character U+0000, which PostgreSQL's JSONB cannot store"),
+        )
+    };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Err(nul("a string")),
+        serde_json::Value::Array(_) | serde_json::Value::Object(_)
+            if depth >= MAX_PAYLOAD_DEPTH =>
+        {
+            Err(Error::invalid(
+                field,
+                format!("is nested more than {MAX_PAYLOAD_DEPTH} levels deep"),
+            ))
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .try_for_each(|v| check_payload_value(field, v, depth + 1)),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.contains('\0') {
+                return Err(nul("a key"));
+            }
+            check_payload_value(field, v, depth + 1)
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn check_payload(field: &str, payload: &serde_json::Value) -> Result<()> {
     if !payload.is_object() {
         return Err(Error::invalid(field, "must be a JSON object"));
     }
+    check_payload_value(field, payload, 0)?;
     let size = serde_json::to_vec(payload)
         .map_err(|e| Error::invalid(field, format!("cannot be serialized: {e}")))?
         .len();
@@ -518,6 +556,20 @@ mod tests {
             "records[0].payload"
         );
         let mut not_object = record("a");
+        let index = spec();
+        let mut nul = record("a");
+        nul.payload = Some(serde_json::json!({ "text": "a\u{0}b" }));
+        let err = prepare_upsert(&index, std::slice::from_ref(&nul), 1).unwrap_err();
+        assert!(err.to_string().contains("U+0000"), "{err}");
+        nul.payload = Some(serde_json::json!({ "k\u{0}": 1 }));
+        assert!(prepare_upsert(&index, std::slice::from_ref(&nul), 1).is_err());
+        let mut deep = serde_json::json!(1);
+        for _ in 0..MAX_PAYLOAD_DEPTH + 1 {
+            deep = serde_json::json!({ "d": deep });
+        }
+        nul.payload = Some(deep);
+        let err = prepare_upsert(&index, std::slice::from_ref(&nul), 1).unwrap_err();
+        assert!(err.to_string().contains("nested"), "{err}");
         not_object.payload = Some(serde_json::json!([1, 2]));
         assert!(prepare_upsert(&spec(), &[not_object], 1).is_err());
         assert!(prepare_upsert(&spec(), &[], 1).is_err());

@@ -124,13 +124,11 @@ async fn hung_primary_is_cut_off_and_the_fallback_answers_within_the_deadline() 
     let routed = rig.manager.recall_routed(&query()).await.unwrap();
     let took = started.elapsed();
     assert_eq!(routed.served_by, "fallback");
+    // One attempt timeout (1 s) on the hung store, then the fallback: a
+    // store that just hung is not tried again while another is usable.
     assert!(
-        took < Duration::from_secs(5),
-        "answered after {took:?}, deadline is 5 s"
-    );
-    assert!(
-        took >= Duration::from_secs(3),
-        "three 1 s attempts should have been made on the primary, took {took:?}"
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1500),
+        "one 1 s attempt on the primary, then the fallback; took {took:?}"
     );
 }
 

@@ -411,17 +411,37 @@ async fn sync_mode_acknowledges_after_every_healthy_store_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_total_outage_reports_unavailable_and_applies_the_write_on_recovery() {
+async fn a_total_outage_reports_unavailable_and_leaves_nothing_anywhere() {
     let dir = tempfile::tempdir().unwrap();
     let rig = rig(&dir.path().join("journal.db"), ReplicationMode::Async).await;
     rig.primary.set(Fault::Fail(ErrorKind::Unavailable));
     rig.fallback.set(Fault::Fail(ErrorKind::Unavailable));
     let error = rig.manager.upsert(&[record("t", 7)]).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable);
-    assert!(error.to_string().contains("journaled"), "{error}");
+    assert!(error.to_string().contains("nothing was written"), "{error}");
     rig.primary.set(Fault::None);
     rig.fallback.set(Fault::None);
-    eventually(10, "both stores apply it", async || {
+    eventually(10, "both stores are back in sync", async || {
+        let status = rig.manager.status();
+        status
+            .stores
+            .iter()
+            .all(|s| s.in_sync && s.lag_entries == 0)
+    })
+    .await;
+    assert_eq!(
+        rig.primary_data.len(),
+        0,
+        "a failed write is never applied later"
+    );
+    assert_eq!(
+        rig.fallback_data.len(),
+        0,
+        "a failed write is never applied later"
+    );
+    // The caller's retry is the only copy.
+    rig.manager.upsert(&[record("t", 7)]).await.unwrap();
+    eventually(10, "both stores apply the retry", async || {
         rig.primary_data.len() == 1 && rig.fallback_data.len() == 1
     })
     .await;

@@ -186,6 +186,23 @@ impl ManagerConfig {
                 "must be >= 1",
             ));
         }
+        let byte_limits = [
+            ("replication.max_queue_bytes", rep.max_queue_bytes, 1 << 20),
+            (
+                "replication.max_journal_bytes",
+                rep.max_journal_bytes,
+                1 << 20,
+            ),
+            ("replication.max_dead_letters", rep.max_dead_letters, 1),
+        ];
+        for (field, value, min) in byte_limits {
+            if value < min {
+                return Err(Error::invalid(
+                    field,
+                    format!("is {value}, must be at least {min}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -237,6 +254,18 @@ pub struct ReplicationConfig {
     /// Concurrent store calls one group commit of distinct-id upserts is
     /// applied with (1..=64). Default 8.
     pub apply_parallelism: usize,
+    /// Bytes of writes waiting for the pipeline (the queue is bounded by
+    /// this as well as by `queue`; a larger request waits until the queue
+    /// is empty). Default 256 MiB.
+    pub max_queue_bytes: u64,
+    /// Bytes the journal may hold for stores that are behind. A store that
+    /// falls further behind is held out of rotation as needing a resync
+    /// (status and log say so) instead of the journal growing without
+    /// bound. Default 1 GiB.
+    pub max_journal_bytes: u64,
+    /// Dead letters one store may keep; past that the store is held as
+    /// needing a resync and its dead letters are dropped. Default 10 000.
+    pub max_dead_letters: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -249,6 +278,9 @@ impl Default for ReplicationConfig {
             catchup_wait_ms: 2000,
             dead_letter_after: 5,
             apply_parallelism: 8,
+            max_queue_bytes: 256 << 20,
+            max_journal_bytes: 1 << 30,
+            max_dead_letters: 10_000,
         }
     }
 }
@@ -332,6 +364,10 @@ pub struct RetryConfig {
     pub attempt_timeout_ms: u64,
     /// The whole request, across retries and stores. Default 5000 ms.
     pub deadline_ms: u64,
+    /// Fixes the sequence of random backoff delays, for reproducible tests;
+    /// leave unset in production (default: seeded from the OS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jitter_seed: Option<u64>,
 }
 
 impl Default for RetryConfig {
@@ -342,6 +378,7 @@ impl Default for RetryConfig {
             max_delay_ms: 500,
             attempt_timeout_ms: 1000,
             deadline_ms: 5000,
+            jitter_seed: None,
         }
     }
 }

@@ -32,11 +32,12 @@ use async_trait::async_trait;
 use breaker::{Breaker, BreakerState};
 use config::{ManagerConfig, ReplicationMode};
 use parking_lot::Mutex;
+use rand::SeedableRng;
 use replication::Replication;
 use router::Routed;
 use status::{ManagerStatus, StoreStatus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use telemetry::Op;
 use tokio::sync::watch;
@@ -72,6 +73,12 @@ pub(crate) struct Inner {
     status_tx: watch::Sender<ManagerStatus>,
     /// The journal and its pipeline; `None` when replication is off.
     replication: Option<Replication>,
+    /// Reads answered before their store caught up, and of those, the ones
+    /// another store could have answered fully (routing errors: must stay 0).
+    stale_reads: AtomicU64,
+    avoidable_stale_reads: AtomicU64,
+    /// Backoff jitter (seedable, for reproducible tests).
+    jitter: Mutex<rand::rngs::StdRng>,
 }
 
 /// The failover manager. Implements [`VectorStore`], so a service can put it
@@ -154,15 +161,25 @@ impl VectorManager {
             });
         }
 
-        let replication = match (&config.replication.mode, &config.replication.journal_path) {
-            (ReplicationMode::Off, _) | (_, None) => None,
-            (mode, Some(path)) => {
-                let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
-                Some(
-                    Replication::open(*mode, path.clone(), config.replication.queue, &names)
-                        .await?,
-                )
-            }
+        let (replication, restored) =
+            match (&config.replication.mode, &config.replication.journal_path) {
+                (ReplicationMode::Off, _) | (_, None) => (None, None),
+                (mode, Some(path)) => {
+                    let names: Vec<String> = slots.iter().map(|s| s.name.clone()).collect();
+                    let (replication, restored) = Replication::open(
+                        *mode,
+                        path.clone(),
+                        config.replication.queue,
+                        config.replication.max_queue_bytes,
+                        &names,
+                    )
+                    .await?;
+                    (Some(replication), Some(restored))
+                }
+            };
+        let jitter = match config.retry.jitter_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
         };
         let placeholder = ManagerStatus {
             name: config.name.clone(),
@@ -180,7 +197,13 @@ impl VectorManager {
             shutting_down: AtomicBool::new(false),
             status_tx,
             replication,
+            stale_reads: AtomicU64::new(0),
+            avoidable_stale_reads: AtomicU64::new(0),
+            jitter: Mutex::new(jitter),
         });
+        if let Some(restored) = restored {
+            inner.hold_new_stores(&restored).await?;
+        }
         inner.refresh();
 
         // The only background tasks: one probe per store and, with
@@ -313,11 +336,53 @@ impl VectorManager {
             .await
     }
 
-    /// Re-applies the dead letters of `store` (entries it refused); returns
-    /// how many it accepted now and how many it still refuses.
+    /// Re-drives the dead letters of `store` (entries it refused, after the
+    /// cause was fixed): the store replays the journal from its oldest dead
+    /// letter on, in order. Returns how many it accepted now and how many it
+    /// still refuses.
     pub async fn redrive_dead_letters(&self, store: &str) -> Result<(u64, u64)> {
         let index = self.inner.index_of(store)?;
         self.inner.redrive(index).await
+    }
+
+    /// Drops the dead letters of `store`: the operator accepts that it lacks
+    /// those writes (or will resync it). The store can then be in sync
+    /// again. Returns how many were dropped.
+    pub async fn discard_dead_letters(&self, store: &str) -> Result<u64> {
+        let index = self.inner.index_of(store)?;
+        let dropped = self.inner.discard_dead_letters(index).await?;
+        tracing::warn!(
+            store,
+            dropped,
+            "operator discarded the store's dead letters"
+        );
+        self.inner.refresh();
+        Ok(dropped)
+    }
+
+    /// Reads answered before their store caught up: all of them, and those
+    /// another store could have answered with every write applied (a
+    /// routing error; the fault-model tests require 0).
+    #[doc(hidden)]
+    pub fn stale_reads(&self) -> (u64, u64) {
+        (
+            self.inner.stale_reads.load(Ordering::Relaxed),
+            self.inner.avoidable_stale_reads.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The journal's fault injection counters (tests only).
+    #[doc(hidden)]
+    pub fn journal_faults(&self) -> Option<Arc<crate::journal::JournalFaults>> {
+        self.inner.replication.as_ref().map(|r| r.journal_faults())
+    }
+
+    /// Bytes of entries the journal holds (approximate).
+    pub fn journal_bytes(&self) -> u64 {
+        self.inner
+            .replication
+            .as_ref()
+            .map_or(0, |r| r.journal_bytes())
     }
 
     /// Stops accepting requests, answers the writes already queued, cancels
@@ -370,6 +435,62 @@ impl Drop for VectorManager {
 }
 
 impl Inner {
+    /// Stores new to the journal must not serve before they hold the
+    /// records: an empty fallback would answer empty after a failover.
+    /// - The journal already has writes: every new store is held until a
+    ///   resync fills it.
+    /// - A fresh journal (a new deployment): if some store already holds
+    ///   records, every store but the first of those is held (empty or
+    ///   unreachable ones cannot be known to match it).
+    async fn hold_new_stores(&self, restored: &replication::Restored) -> Result<()> {
+        let new: Vec<usize> = (0..self.slots.len())
+            .filter(|i| restored.cursors[*i].is_none() && !self.is_held(*i))
+            .collect();
+        if new.is_empty() || self.slots.len() < 2 {
+            return Ok(());
+        }
+        let reason = if restored.last > 0 {
+            Some((
+                new.clone(),
+                format!(
+                    "new to a journal that already holds writes (through #{}): copy its records from an in-sync store with `vectorgate resync`",
+                    restored.last
+                ),
+            ))
+        } else {
+            let limit = Duration::from_millis(self.config.retry.deadline_ms);
+            let mut holding = Vec::new();
+            for slot in &self.slots {
+                let probe = crate::model::ScanRequest {
+                    limit: 1,
+                    ..Default::default()
+                };
+                let found = match tokio::time::timeout(limit, slot.store.scan(&probe)).await {
+                    Ok(Ok(page)) => Some(!page.records.is_empty()),
+                    _ => None,
+                };
+                holding.push(found);
+            }
+            holding.iter().position(|h| *h == Some(true)).map(|source| {
+                let held: Vec<usize> = new.iter().copied().filter(|i| *i != source).collect();
+                (
+                    held,
+                    format!(
+                        "a new journal, and {} already holds records that this store may lack: copy them with `vectorgate resync --from {}`",
+                        self.slots[source].name, self.slots[source].name
+                    ),
+                )
+            })
+        };
+        if let Some((held, reason)) = reason {
+            for index in held {
+                tracing::warn!(store = %self.slots[index].name, "{reason}");
+                self.hold(index, &reason).await?;
+            }
+        }
+        Ok(())
+    }
+
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
@@ -544,6 +665,10 @@ impl Inner {
                     .map_or(0, |r| r.dead_letters(index));
                 let in_sync = self.in_sync(index);
                 let resync_pending = self.is_held(index);
+                let hold_reason = self
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.replicas[index].hold_reason.lock().clone());
                 let mut state = slot.state.lock();
                 StoreStatus {
                     name: slot.name.clone(),
@@ -562,6 +687,7 @@ impl Inner {
                     lag_entries,
                     lag_seconds,
                     dead_letters,
+                    hold_reason,
                 }
             })
             .collect();
@@ -584,6 +710,7 @@ impl Inner {
 
     /// Publishes the status if a state changed, logging each change once.
     fn refresh(&self) {
+        self.settle_sync_flags();
         let next = self.snapshot();
         self.status_tx.send_if_modified(|current| {
             if current.same_state(&next) && !current.stores.is_empty() {

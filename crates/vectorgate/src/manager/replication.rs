@@ -2,7 +2,7 @@
 //! same writes in the same order.
 //!
 //! ```text
-//! callers ──► bounded queue ──► writer task ──► journal (one fsync per group)
+//! callers ──► queue (bounded in writes and bytes) ──► writer task ──► journal (one fsync per group)
 //!                                   │
 //!                                   ├─► serving store (routed: retries, failover)
 //!                                   ├─► [sync mode] every other caught-up store
@@ -10,43 +10,49 @@
 //! replicator task per store: journal entries after its cursor ──► the store
 //! ```
 //!
-//! - **Group commit.** The writer takes every write waiting in the queue (up
-//!   to `max_batch_records`), appends them to the journal in one durable
-//!   transaction, which assigns their sequence numbers, then applies them to
-//!   the serving store in that order, then acknowledges. Concurrent writes
-//!   share one fsync and, where consecutive upserts allow, one store call.
-//! - **Cursors.** Each store applies entries strictly in sequence order,
-//!   under its own apply lock, whoever applies them (writer or replicator).
-//!   Its cursor is the last sequence number it applied; nothing before it
-//!   is missing.
-//! - **In sync.** A store is *in sync* once its cursor reached the committed
-//!   sequence, and stays so until an apply to it fails or its breaker opens.
-//!   Requests go to in-sync stores first; a store that recovers from an
-//!   outage replays its backlog and only then gets traffic back.
-//! - **Reads see acknowledged writes.** Before a store answers a read, it
-//!   applies every committed entry (its replicator does; the read waits up
-//!   to `catchup_wait_ms`, then is answered anyway and counted as stale).
-//! - **Refusals.** A write the serving store refuses as invalid is removed
-//!   from the journal and the caller gets the error: no store keeps it. An
-//!   entry a *replica* refuses `dead_letter_after` times goes to that
-//!   store's dead letters (kept, visible, re-drivable), never silently dropped.
-//! - **Total outage.** When no store can apply a write within the deadline,
-//!   the caller gets `Unavailable`, but the write stays journaled and every
-//!   store applies it once it recovers (writes are idempotent, so a client
-//!   retry is harmless).
+//! The promises, and the rule that keeps each:
+//! - **An acknowledged write is never lost.** It is in the durable journal
+//!   and applied by at least one store before the ack; every other store
+//!   applies it from the journal, in order, before it serves again.
+//! - **A refused or failed write leaves nothing anywhere.** A write the
+//!   serving store refuses (a non-retriable error) is removed from the
+//!   journal before any other store can see it. A write no store could
+//!   apply within the deadline is removed too, and the caller is told
+//!   nothing was written. A write waiting in the queue past its deadline is
+//!   refused before it is journaled. A journal append that fails writes
+//!   nothing; a failure to save cursors or trim after a successful append
+//!   does not fail the write (both are redone with the next group).
+//! - **Each store call is all or nothing for each write.** A write is never
+//!   split across store calls; group commits merge whole writes, and only
+//!   writes with distinct ids are applied as parallel calls.
+//! - **A store serves only what it has fully applied.** A store is *in sync*
+//!   once its cursor reached the committed sequence with no dead letter
+//!   pending; it loses that the moment it becomes unusable (breaker not
+//!   closed, drained, held, schema not ready) or refuses an entry, and only
+//!   its replicator gives it back. Requests go to in-sync stores first; a
+//!   read on a store that is behind waits (bounded) for it to catch up.
+//! - **Refusals by a replica.** An entry another store already applied but
+//!   this one refuses goes to this store's dead letters; the store is out of
+//!   sync until an operator re-drives (replays from the oldest dead letter,
+//!   in journal order) or discards them.
+//! - **Bounded.** The queue is bounded in writes and bytes; the journal
+//!   keeps entries only for stores that are behind, up to
+//!   `max_journal_bytes`, past which the laggard is held as needing a resync;
+//!   dead letters are capped the same way.
 
 use super::Inner;
 use super::config::ReplicationMode;
 use super::telemetry::{self, Op};
 use crate::error::{Error, Result};
-use crate::journal::{Entry, Journal, WriteOp};
+use crate::journal::{Entry, Journal, JournalFaults, WriteOp};
 use crate::store::DynStore;
 use crate::validate::{self, MAX_UPSERT_BATCH};
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -56,16 +62,23 @@ const JOURNAL: &str = "journal";
 /// long catch-up must not look like one slow, failing call.
 const REPLICATOR_CHUNKS: usize = 4;
 
+/// Unit of the queue's byte semaphore (its permits are `u32`).
+const QUEUE_UNIT: u64 = 1024;
+
 /// A write waiting for the pipeline.
 pub(crate) struct Pending {
     op: WriteOp,
     ack: oneshot::Sender<Result<u64>>,
+    /// The caller's deadline: a write still queued then is refused unjournaled.
+    deadline: Instant,
+    /// Its share of the queue's byte budget, released once answered.
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// Replication state of one store.
 #[derive(Debug)]
 pub(crate) struct Replica {
-    /// Serialises applies to this store (writer and replicator).
+    /// Serialises applies to this store (writer, replicator, resync, redrive).
     apply: tokio::sync::Mutex<()>,
     /// Last sequence number applied; watched by reads waiting to catch up.
     cursor: watch::Sender<u64>,
@@ -73,6 +86,9 @@ pub(crate) struct Replica {
     /// Journal time of the first entry this store is missing (0: none).
     behind_since_ms: AtomicI64,
     dead_letters: AtomicU64,
+    /// Oldest dead letter (`u64::MAX`: none): the journal keeps every entry
+    /// from there on, so a redrive can replay them in order.
+    dead_floor: AtomicU64,
     /// Wakes the replicator (a probe succeeded, a read is waiting).
     wake: Notify,
     /// The entry this store keeps refusing and how often (bounded: one).
@@ -83,6 +99,8 @@ pub(crate) struct Replica {
     /// Held out of rotation until a resync into it finishes (persisted, so
     /// a restart in the middle of a copy does not serve the partial copy).
     pub(crate) held: AtomicBool,
+    /// Why it is held.
+    pub(crate) hold_reason: Mutex<Option<String>>,
 }
 
 impl Replica {
@@ -100,24 +118,63 @@ impl Replica {
             }
         });
     }
+
+    fn rewind(&self, seq: u64) {
+        self.cursor.send_if_modified(|c| {
+            if seq < *c {
+                *c = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 /// What applying entries to one store gave.
 enum Applied {
-    /// Every entry through the target; delete counts by sequence number.
-    Done(Vec<(u64, u64)>),
+    /// Every entry through the target (or the step's budget) was applied.
+    Done,
     /// The store refused this entry (non-retriable error); entries before
     /// it were applied.
     Refused { seq: u64, error: Error },
+}
+
+/// Which entries of the writer's current group some store applied, with
+/// their delete counts: an entry in here is durable in a store, so it is
+/// acknowledged even if a later part of the group fails.
+#[derive(Default)]
+struct AppliedLog(Mutex<BTreeMap<u64, u64>>);
+
+impl AppliedLog {
+    fn record(&self, seq: u64, deleted: u64) {
+        self.0.lock().entry(seq).or_insert(deleted);
+    }
+
+    fn get(&self, seq: u64) -> Option<u64> {
+        self.0.lock().get(&seq).copied()
+    }
+}
+
+/// How far one `apply_through` may go and how long each store call may take.
+#[derive(Clone, Copy)]
+struct Budget {
+    chunks: usize,
+    call_timeout: Duration,
 }
 
 /// The pipeline shared by the manager and its tasks.
 pub(crate) struct Replication {
     pub(crate) mode: ReplicationMode,
     journal: Arc<Mutex<Journal>>,
+    faults: Arc<JournalFaults>,
     /// Highest sequence number the writer has finished with.
     committed: watch::Sender<u64>,
     queue: mpsc::Sender<Pending>,
+    queue_bytes: Arc<Semaphore>,
+    queue_units: u32,
+    /// Bytes of entries in the journal (approximate: trims subtract what they delete).
+    journal_bytes: AtomicU64,
     pub(crate) replicas: Vec<Replica>,
     /// Taken by the writer task at start.
     receiver: Mutex<Option<mpsc::Receiver<Pending>>>,
@@ -132,86 +189,138 @@ impl std::fmt::Debug for Replication {
     }
 }
 
+/// Runs journal work off the async threads. On a current-thread runtime
+/// (the deterministic simulation tests) it runs inline: a blocking thread
+/// would let a paused clock jump ahead while the journal works.
 async fn blocking<T: Send + 'static>(
     journal: &Arc<Mutex<Journal>>,
     work: impl FnOnce(&mut Journal) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let journal = journal.clone();
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return work(&mut journal.lock());
+    }
     tokio::task::spawn_blocking(move || work(&mut journal.lock()))
         .await
         .map_err(|e| Error::internal(JOURNAL, format!("journal task failed: {e}")))?
 }
 
+/// What the journal file says about each store at start.
+pub(crate) struct Restored {
+    /// Highest sequence number ever assigned.
+    pub(crate) last: u64,
+    /// Per store, in the order given: its saved cursor (`None`: new to this journal).
+    pub(crate) cursors: Vec<Option<u64>>,
+}
+
 impl Replication {
-    /// Opens the journal and restores every store's cursor.
+    /// Opens the journal and restores every store's cursor, dead letters
+    /// and holds. Stores new to the journal start at the current sequence;
+    /// the manager decides whether they must be held for a resync.
     pub(crate) async fn open(
         mode: ReplicationMode,
         path: std::path::PathBuf,
         queue: usize,
+        queue_bytes: u64,
         stores: &[String],
-    ) -> Result<Replication> {
-        let (journal, last, cursors, dead, holds) = tokio::task::spawn_blocking({
-            let stores = stores.to_vec();
-            move || -> Result<_> {
-                let journal = Journal::open(&path)?;
-                let last = journal.last_seq()?;
-                let saved = journal.cursors()?;
-                let mut cursors = Vec::new();
-                let mut dead = Vec::new();
-                for store in &stores {
-                    let cursor = saved.iter().find(|(s, _)| s == store).map(|(_, c)| *c);
-                    if cursor.is_none() && last > 0 {
-                        tracing::warn!(store, seq = last, "store is new to this journal: it joins at the current sequence; copy existing records into it with `vectorgate resync`");
+    ) -> Result<(Replication, Restored)> {
+        let (journal, last, saved, dead, oldest_dead, holds, bytes) =
+            tokio::task::spawn_blocking({
+                let stores = stores.to_vec();
+                move || -> Result<_> {
+                    let journal = Journal::open(&path)?;
+                    let last = journal.last_seq()?;
+                    let saved = journal.cursors()?;
+                    let saved: Vec<Option<u64>> = stores
+                        .iter()
+                        .map(|store| saved.iter().find(|(s, _)| s == store).map(|(_, c)| *c))
+                        .collect();
+                    let mut dead = Vec::new();
+                    for store in &stores {
+                        dead.push(journal.dead_letter_count(store)?);
                     }
-                    cursors.push(cursor.unwrap_or(last));
-                    dead.push(journal.dead_letter_count(store)?);
+                    let oldest_dead = journal.oldest_dead_letters()?;
+                    let holds = journal.holds()?;
+                    for (store, reason) in &holds {
+                        tracing::warn!(store, reason, "store held out of rotation until a resync into it completes; run `vectorgate resync`");
+                    }
+                    let bytes = journal.bytes()?;
+                    Ok((journal, last, saved, dead, oldest_dead, holds, bytes))
                 }
-                let holds = journal.holds()?;
-                for (store, reason) in &holds {
-                    tracing::warn!(store, reason, "store held out of rotation: a resync into it did not finish; run `vectorgate resync` again");
-                }
-                Ok((journal, last, cursors, dead, holds))
-            }
-        })
-        .await
-        .map_err(|e| Error::internal(JOURNAL, format!("journal task failed: {e}")))??;
+            })
+            .await
+            .map_err(|e| Error::internal(JOURNAL, format!("journal task failed: {e}")))??;
+        let faults = journal.faults();
         let journal = Arc::new(Mutex::new(journal));
-        let replicas = cursors
+        let replicas = saved
             .iter()
             .zip(&dead)
             .zip(stores)
-            .map(|((cursor, dead), store)| Replica {
-                held: AtomicBool::new(holds.iter().any(|(s, _)| s == store)),
-                apply: tokio::sync::Mutex::new(()),
-                cursor: watch::channel(*cursor).0,
-                in_sync: AtomicBool::new(*cursor >= last),
-                behind_since_ms: AtomicI64::new(if *cursor >= last {
-                    0
-                } else {
-                    validate::now_ms()
-                }),
-                dead_letters: AtomicU64::new(*dead),
-                wake: Notify::new(),
-                refusals: Mutex::new(None),
-                floor: AtomicU64::new(u64::MAX),
+            .map(|((saved, dead), store)| {
+                let cursor = saved.unwrap_or(last);
+                let hold = holds
+                    .iter()
+                    .find(|(s, _)| s == store)
+                    .map(|(_, r)| r.clone());
+                let dead_floor = oldest_dead
+                    .iter()
+                    .find(|(s, _)| s == store)
+                    .map_or(u64::MAX, |(_, seq)| *seq);
+                Replica {
+                    held: AtomicBool::new(hold.is_some()),
+                    hold_reason: Mutex::new(hold),
+                    apply: tokio::sync::Mutex::new(()),
+                    cursor: watch::channel(cursor).0,
+                    in_sync: AtomicBool::new(cursor >= last && *dead == 0),
+                    behind_since_ms: AtomicI64::new(if cursor >= last {
+                        0
+                    } else {
+                        validate::now_ms()
+                    }),
+                    dead_letters: AtomicU64::new(*dead),
+                    dead_floor: AtomicU64::new(dead_floor),
+                    wake: Notify::new(),
+                    refusals: Mutex::new(None),
+                    floor: AtomicU64::new(u64::MAX),
+                }
             })
             .collect();
+        let (queue_tx, queue_rx) = mpsc::channel(queue);
+        let queue_units = u32::try_from(queue_bytes / QUEUE_UNIT)
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        let replication = Replication {
+            mode,
+            journal,
+            faults,
+            committed: watch::channel(last).0,
+            queue: queue_tx,
+            queue_bytes: Arc::new(Semaphore::new(queue_units as usize)),
+            queue_units,
+            journal_bytes: AtomicU64::new(bytes),
+            replicas,
+            receiver: Mutex::new(Some(queue_rx)),
+        };
         // Persist cursors for stores that were new, so a later restart knows them.
-        let initial: Vec<(String, u64)> = stores.iter().cloned().zip(cursors).collect();
-        blocking(&journal, move |j| {
+        let initial: Vec<(String, u64)> = stores
+            .iter()
+            .zip(&replication.replicas)
+            .map(|(s, r)| (s.clone(), r.cursor()))
+            .collect();
+        blocking(&replication.journal, move |j| {
             let pairs: Vec<(&str, u64)> = initial.iter().map(|(s, c)| (s.as_str(), *c)).collect();
             j.save_cursors(&pairs)
         })
         .await?;
-        let (queue_tx, queue_rx) = mpsc::channel(queue);
-        Ok(Replication {
-            mode,
-            journal,
-            committed: watch::channel(last).0,
-            queue: queue_tx,
-            replicas,
-            receiver: Mutex::new(Some(queue_rx)),
-        })
+        Ok((
+            replication,
+            Restored {
+                last,
+                cursors: saved,
+            },
+        ))
     }
 
     pub(crate) fn committed(&self) -> u64 {
@@ -235,6 +344,14 @@ impl Replication {
     pub(crate) fn dead_letters(&self, index: usize) -> u64 {
         self.replicas[index].dead_letters.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn journal_bytes(&self) -> u64 {
+        self.journal_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn journal_faults(&self) -> Arc<JournalFaults> {
+        self.faults.clone()
+    }
 }
 
 impl Inner {
@@ -244,35 +361,51 @@ impl Inner {
             .ok_or_else(|| Error::internal(&self.config.name, "replication is off"))
     }
 
-    /// Puts a write through the pipeline and waits for its acknowledgement.
+    /// Puts a write through the pipeline and waits for its answer. The
+    /// writer answers every write it takes (it refuses those still queued at
+    /// their deadline), so an error here always means nothing was written.
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<u64> {
         let replication = self.replication()?;
-        let deadline = Duration::from_millis(self.config.retry.deadline_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.config.retry.deadline_ms);
+        let units = u32::try_from(op.approx_bytes().div_ceil(QUEUE_UNIT))
+            .unwrap_or(u32::MAX)
+            .clamp(1, replication.queue_units);
+        let full = || {
+            Error::timeout(
+                &self.config.name,
+                "the write queue stayed full until the deadline; nothing was written",
+            )
+        };
+        let stopped = || {
+            Error::unavailable(
+                &self.config.name,
+                "the manager is shutting down; nothing was written",
+            )
+        };
+        let bytes = tokio::time::timeout_at(
+            deadline,
+            replication.queue_bytes.clone().acquire_many_owned(units),
+        )
+        .await
+        .map_err(|_| full())?
+        .map_err(|_| stopped())?;
         let (ack, done) = oneshot::channel();
-        let started = Instant::now();
-        tokio::time::timeout(deadline, replication.queue.send(Pending { op, ack }))
+        let pending = Pending {
+            op,
+            ack,
+            deadline,
+            _bytes: bytes,
+        };
+        tokio::time::timeout_at(deadline, replication.queue.send(pending))
             .await
-            .map_err(|_| {
-                Error::timeout(
-                    &self.config.name,
-                    "the write queue stayed full until the deadline",
-                )
-            })?
-            .map_err(|_| Error::unavailable(&self.config.name, "the manager is shutting down"))?;
-        // The writer answers within its own deadline per batch; allow for
-        // the batches queued before this one too.
-        let wait = deadline * 2 + started.elapsed();
-        match tokio::time::timeout(wait, done).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::unavailable(
+            .map_err(|_| full())?
+            .map_err(|_| stopped())?;
+        done.await.unwrap_or_else(|_| {
+            Err(Error::unavailable(
                 &self.config.name,
-                "the write pipeline stopped before acknowledging",
-            )),
-            Err(_) => Err(Error::timeout(
-                &self.config.name,
-                "not acknowledged in time; the write is queued or journaled and may still be applied",
-            )),
-        }
+                "the write pipeline stopped before taking the write; nothing was written",
+            ))
+        })
     }
 
     /// Before a read on `index`: wait (bounded) until that store applied
@@ -292,34 +425,57 @@ impl Inner {
         let mut cursor = replica.cursor.subscribe();
         let caught_up = tokio::time::timeout_at(until, cursor.wait_for(|c| *c >= target)).await;
         if !matches!(caught_up, Ok(Ok(_))) {
+            // Was another store able to answer with everything applied? Then
+            // routing chose wrong: counted apart, and tests require 0.
+            let avoidable = (0..self.slots.len()).any(|other| {
+                other != index
+                    && replication.replicas[other].cursor() >= target
+                    && replication.replicas[other]
+                        .dead_letters
+                        .load(Ordering::Relaxed)
+                        == 0
+                    && self.usable(other)
+            });
+            self.stale_reads.fetch_add(1, Ordering::Relaxed);
+            if avoidable {
+                self.avoidable_stale_reads.fetch_add(1, Ordering::Relaxed);
+            }
             metrics::counter!("vectorgate_stale_reads_total", "store" => self.slots[index].name.clone())
                 .increment(1);
-            tracing::debug!(store = %self.slots[index].name, target, "read served before the store caught up");
+            tracing::debug!(store = %self.slots[index].name, target, avoidable, "read served before the store caught up");
         }
     }
 
     /// Applies committed entries through `target` to store `index`, in
     /// order: the gap after its cursor from the journal, then `memory` (the
     /// entries the writer holds). Resumes where a failed call left off.
-    /// Stops early (still `Done`) once `chunks` journal/memory chunks were
-    /// applied, so a long catch-up is made of short, individually bounded steps.
+    /// Stops early (still `Done`) once `budget.chunks` chunks were applied,
+    /// so a long catch-up is made of short steps; each store call is
+    /// bounded by `budget.call_timeout`, so a long step that makes progress
+    /// is never failed for its length.
     async fn apply_through(
         &self,
         index: usize,
         target: u64,
         memory: &[Entry],
-        chunks: usize,
+        budget: Budget,
+        log: Option<&AppliedLog>,
     ) -> Result<Applied> {
         let replication = self.replication()?;
         let replica = &replication.replicas[index];
-        let store = self.slots[index].store.clone();
+        let slot = &self.slots[index];
         let parallelism = self.config.replication.apply_parallelism;
         let _guard = replica.apply.lock().await;
-        let mut counts = Vec::new();
-        for _ in 0..chunks {
+        let applied = |entry: &Entry, deleted: u64| {
+            if let Some(log) = log {
+                log.record(entry.seq, deleted);
+            }
+            replica.advance(entry.seq);
+        };
+        for _ in 0..budget.chunks {
             let cursor = replica.cursor();
             if cursor >= target {
-                return Ok(Applied::Done(counts));
+                break;
             }
             let from_memory: Vec<&Entry> = memory
                 .iter()
@@ -346,36 +502,43 @@ impl Inner {
                     .behind_since_ms
                     .store(first.at_ms, Ordering::Relaxed);
             }
-            for call in group(&chunk) {
-                match apply_call(&store, &call, parallelism).await {
+            for entries in group(&chunk) {
+                match bounded_apply(
+                    &slot.store,
+                    &slot.name,
+                    &entries,
+                    parallelism,
+                    budget.call_timeout,
+                )
+                .await
+                {
                     Ok(deleted) => {
-                        if let [entry] = call.as_slice()
-                            && matches!(entry.op, WriteOp::Delete(_))
-                        {
-                            counts.push((entry.seq, deleted));
-                        }
-                        if let Some(last) = call.last() {
-                            replica.advance(last.seq);
+                        for entry in &entries {
+                            let count = if entries.len() == 1 { deleted } else { 0 };
+                            applied(entry, count);
                         }
                     }
                     Err(error) if error.is_retriable() => return Err(error),
                     Err(error) => {
-                        if let [entry] = call.as_slice() {
+                        if let [entry] = entries.as_slice() {
                             return Ok(Applied::Refused {
                                 seq: entry.seq,
                                 error,
                             });
                         }
-                        // A merged call was refused: find the entry at fault
-                        // by applying the call's entries one by one.
-                        for entry in &call {
-                            match apply_call(&store, &[*entry], 1).await {
-                                Ok(deleted) => {
-                                    if matches!(entry.op, WriteOp::Delete(_)) {
-                                        counts.push((entry.seq, deleted));
-                                    }
-                                    replica.advance(entry.seq);
-                                }
+                        // A merged call was refused: each write is its own
+                        // all-or-nothing call, so find the one at fault.
+                        for entry in &entries {
+                            match bounded_apply(
+                                &slot.store,
+                                &slot.name,
+                                &[*entry],
+                                1,
+                                budget.call_timeout,
+                            )
+                            .await
+                            {
+                                Ok(deleted) => applied(entry, deleted),
                                 Err(e) if e.is_retriable() => return Err(e),
                                 Err(e) => {
                                     return Ok(Applied::Refused {
@@ -385,8 +548,6 @@ impl Inner {
                                 }
                             }
                         }
-                        // Every entry passed alone (the refusal was transient
-                        // or of the merge): all are applied now.
                         tracing::debug!(%error, "a merged call was refused, its entries were accepted one by one");
                     }
                 }
@@ -395,7 +556,7 @@ impl Inner {
                 replica.behind_since_ms.store(0, Ordering::Relaxed);
             }
         }
-        Ok(Applied::Done(counts))
+        Ok(Applied::Done)
     }
 
     /// The writer task: group commit, apply, acknowledge. Ends when
@@ -433,48 +594,63 @@ impl Inner {
         self.save_cursors().await;
     }
 
+    /// One group commit: journal the writes, apply them to the serving
+    /// store, settle what no store applied, acknowledge.
     async fn commit_batch(&self, replication: &Replication, batch: Vec<Pending>) {
+        let now = Instant::now();
+        let (batch, expired): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|p| p.deadline > now);
+        for pending in expired {
+            let _ = pending.ack.send(Err(Error::timeout(
+                &self.config.name,
+                "the write waited in the queue until its deadline; nothing was written",
+            )));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let deadline = batch
+            .iter()
+            .map(|p| p.deadline)
+            .max()
+            .unwrap_or(now + Duration::from_millis(self.config.retry.deadline_ms));
         let (ops, acks): (Vec<WriteOp>, Vec<oneshot::Sender<Result<u64>>>) =
             batch.into_iter().map(|p| (p.op, p.ack)).unzip();
         metrics::histogram!("vectorgate_write_batch_writes").record(ops.len() as f64);
-        let cursors = self.cursor_pairs(replication);
-        let floors = replication
-            .replicas
-            .iter()
-            .map(|r| r.floor.load(Ordering::Relaxed));
-        let trim_through = cursors
-            .iter()
-            .map(|(_, c)| *c)
-            .chain(floors)
-            .min()
-            .unwrap_or(0);
+
+        // 1. Journal: once this returns Ok the writes survive a crash; if it
+        //    fails, nothing was written anywhere.
         let at_ms = validate::now_ms();
         let appended = {
             let ops = ops.clone();
             blocking(&replication.journal, move |j| {
                 let refs: Vec<&WriteOp> = ops.iter().collect();
-                let pairs: Vec<(&str, u64)> =
-                    cursors.iter().map(|(s, c)| (s.as_str(), *c)).collect();
-                let seqs = j.append(&refs, at_ms)?;
-                j.save_cursors(&pairs)?;
-                j.trim(trim_through)?;
-                Ok(seqs)
+                let bytes: u64 = ops.iter().map(WriteOp::approx_bytes).sum();
+                Ok((j.append(&refs, at_ms)?, bytes))
             })
             .await
         };
         let seqs = match appended {
-            Ok(seqs) => seqs,
+            Ok((seqs, bytes)) => {
+                replication
+                    .journal_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+                seqs
+            }
             Err(error) => {
                 tracing::error!(%error, "journal append failed; writes refused");
                 for ack in acks {
                     let _ = ack.send(Err(Error::unavailable(
                         JOURNAL,
-                        format!("the write could not be journaled: {error}"),
+                        format!("the write could not be journaled, nothing was written: {error}"),
                     )));
                 }
                 return;
             }
         };
+        // 2. Cursors and trimming: best effort, redone with every group.
+        self.persist_and_trim(replication).await;
+
         let mut entries: Vec<Entry> = seqs
             .iter()
             .zip(ops)
@@ -484,7 +660,6 @@ impl Inner {
                 op,
             })
             .collect();
-        let mut results: Vec<Option<Result<u64>>> = (0..entries.len()).map(|_| None).collect();
         let target = seqs.last().copied().unwrap_or(0);
         for replica in &replication.replicas {
             if replica.cursor() < seqs.first().copied().unwrap_or(0) {
@@ -497,53 +672,38 @@ impl Inner {
             }
         }
 
-        // Apply to the serving store, through the router (retries, failover).
-        let mut served_by = None;
-        let outcome = loop {
-            let op = if entries.iter().all(|e| matches!(e.op, WriteOp::Delete(_))) {
-                Op::Delete
-            } else {
-                Op::Upsert
-            };
-            let memory = &entries;
-            let routed = self
-                .route(op, |index| async move {
-                    let applied = self.apply_through(index, target, memory, usize::MAX).await;
-                    if applied.is_err() {
-                        self.mark_out_of_sync(index);
-                    }
-                    applied
-                })
-                .await;
-            match routed {
-                Ok(routed) => match routed.value {
-                    Applied::Done(counts) => {
-                        served_by = self.index_of(&routed.served_by).ok();
-                        break Ok(counts);
-                    }
-                    Applied::Refused { seq, error } => {
-                        // The serving store refused this write: nobody keeps it.
-                        tracing::info!(store = %routed.served_by, seq, %error, "write refused by the serving store; removed from the journal");
-                        if let Err(e) = blocking(&replication.journal, move |j| j.remove(seq)).await
-                        {
-                            tracing::error!(error = %e, seq, "could not remove a refused entry from the journal");
-                        }
-                        if let Some(pos) = entries.iter().position(|e| e.seq == seq) {
-                            entries.remove(pos);
-                            results[seqs.iter().position(|s| *s == seq).unwrap_or(pos)] =
-                                Some(Err(error));
-                        }
-                        if entries.is_empty() {
-                            break Ok(Vec::new());
-                        }
-                    }
-                },
-                Err(error) => break Err(error),
-            }
+        // 3. Apply to the serving store.
+        let log = AppliedLog::default();
+        let mut refused: BTreeMap<u64, Error> = BTreeMap::new();
+        let (outcome, served_by) = self
+            .serve(replication, &mut entries, &log, &mut refused, deadline)
+            .await;
+
+        // 4. What no store applied is taken back, so no store ever applies it.
+        let failed: Vec<u64> = match &outcome {
+            Ok(()) => Vec::new(),
+            Err(_) => entries
+                .iter()
+                .map(|e| e.seq)
+                .filter(|seq| log.get(*seq).is_none())
+                .collect(),
         };
+        let unwritten = failed.is_empty()
+            || match blocking(&replication.journal, {
+                let failed = failed.clone();
+                move |j| j.remove(&failed)
+            })
+            .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::error!(%error, "could not take back writes no store applied; they stay journaled and are applied once a store recovers");
+                    false
+                }
+            };
         replication.committed.send_replace(target);
 
-        // Sync mode: every other caught-up store applies it before the ack.
+        // 5. Sync mode: every other caught-up store applies it before the ack.
         if replication.mode == ReplicationMode::Sync && outcome.is_ok() {
             let others: Vec<usize> = (0..self.slots.len())
                 .filter(|i| {
@@ -552,15 +712,15 @@ impl Inner {
                         && replication.replicas[*i].in_sync.load(Ordering::Relaxed)
                 })
                 .collect();
-            let limit = Duration::from_millis(self.config.retry.deadline_ms);
             let memory = &entries;
+            let budget = self.writer_budget();
             let applies = others.iter().map(|index| async move {
-                let applied = tokio::time::timeout(
-                    limit,
-                    self.apply_through(*index, target, memory, usize::MAX),
+                let applied = tokio::time::timeout_at(
+                    deadline,
+                    self.apply_through(*index, target, memory, budget, None),
                 )
                 .await;
-                if !matches!(applied, Ok(Ok(Applied::Done(_)))) {
+                if !matches!(applied, Ok(Ok(Applied::Done))) {
                     self.mark_out_of_sync(*index);
                     replication.wake(*index);
                 }
@@ -573,30 +733,114 @@ impl Inner {
             }
         }
 
-        match outcome {
-            Ok(counts) => {
-                for (i, seq) in seqs.iter().enumerate() {
-                    if results[i].is_none() {
-                        let deleted = counts.iter().find(|(s, _)| s == seq).map_or(0, |(_, n)| *n);
-                        results[i] = Some(Ok(deleted));
+        // 6. Answer each caller.
+        for (seq, ack) in seqs.iter().zip(acks) {
+            let result = if let Some(error) = refused.remove(seq) {
+                Err(error)
+            } else if let Some(deleted) = log.get(*seq) {
+                Ok(deleted)
+            } else {
+                let error = match &outcome {
+                    Err(error) => error.to_string(),
+                    Ok(()) => "the write lost its result".to_owned(),
+                };
+                let message = if unwritten {
+                    format!("no store could apply the write, nothing was written: {error}")
+                } else {
+                    format!(
+                        "no store could apply the write ({error}); it stays journaled and every store applies it once it recovers"
+                    )
+                };
+                Err(Error::unavailable(&self.config.name, message))
+            };
+            let _ = ack.send(result);
+        }
+        self.export_lag(replication);
+    }
+
+    /// Budget of one store call made for a caller's write.
+    fn writer_budget(&self) -> Budget {
+        Budget {
+            chunks: usize::MAX,
+            call_timeout: Duration::from_millis(self.config.retry.attempt_timeout_ms),
+        }
+    }
+
+    /// Applies the group to the first store that can, through the router
+    /// (retries, failover). A refusal by the serving store removes that
+    /// write (when no store applied it) and the rest is applied again.
+    /// Returns the outcome and the store that served.
+    async fn serve(
+        &self,
+        replication: &Replication,
+        entries: &mut Vec<Entry>,
+        log: &AppliedLog,
+        refused: &mut BTreeMap<u64, Error>,
+        deadline: Instant,
+    ) -> (Result<()>, Option<usize>) {
+        loop {
+            let Some(target) = entries.last().map(|e| e.seq) else {
+                return (Ok(()), None);
+            };
+            let op = if entries.iter().all(|e| matches!(e.op, WriteOp::Delete(_))) {
+                Op::Delete
+            } else {
+                Op::Upsert
+            };
+            let memory = &*entries;
+            let budget = self.writer_budget();
+            // The whole deadline per attempt: each store call inside is
+            // bounded by the attempt timeout, so a store making progress
+            // through a gap is not cut off.
+            let limit = deadline.saturating_duration_since(Instant::now());
+            let routed = self
+                .route_with(op, deadline, limit, |index| async move {
+                    let applied = self
+                        .apply_through(index, target, memory, budget, Some(log))
+                        .await;
+                    if applied.is_err() {
+                        self.mark_out_of_sync(index);
+                    }
+                    applied
+                })
+                .await;
+            let routed = match routed {
+                Ok(routed) => routed,
+                Err(error) => return (Err(error), None),
+            };
+            let index = self.index_of(&routed.served_by).ok();
+            let (seq, error) = match routed.value {
+                Applied::Done => return (Ok(()), index),
+                Applied::Refused { seq, error } => (seq, error),
+            };
+            let ours = entries.iter().position(|e| e.seq == seq);
+            match ours {
+                Some(pos) if log.get(seq).is_none() => {
+                    // The serving store refused a write nobody applied: the
+                    // caller gets the error and no store ever sees it.
+                    match blocking(&replication.journal, move |j| j.remove(&[seq])).await {
+                        Ok(()) => {
+                            tracing::info!(store = %routed.served_by, seq, %error, "write refused by the serving store; removed from the journal");
+                            entries.remove(pos);
+                            refused.insert(seq, error);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, seq, "could not remove a refused write from the journal; it is dead-lettered for the store that refused it");
+                            if let Some(index) = index {
+                                self.dead_letter(replication, index, seq, &error, 1).await;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    // Another store applied it (or it is an older entry in
+                    // this store's gap): this store diverges, visibly.
+                    if let Some(index) = index {
+                        self.dead_letter(replication, index, seq, &error, 1).await;
                     }
                 }
             }
-            Err(error) => {
-                let message = format!(
-                    "no store could apply the write ({error}); it is journaled and every store applies it once it recovers"
-                );
-                for result in results.iter_mut().filter(|r| r.is_none()) {
-                    *result = Some(Err(Error::unavailable(&self.config.name, &message)));
-                }
-            }
         }
-        for (ack, result) in acks.into_iter().zip(results) {
-            let _ = ack.send(
-                result.unwrap_or_else(|| Err(Error::internal(JOURNAL, "write lost its result"))),
-            );
-        }
-        self.export_lag(replication);
     }
 
     pub(crate) fn mark_out_of_sync(&self, index: usize) {
@@ -608,6 +852,26 @@ impl Inner {
             tracing::warn!(store = %self.slots[index].name, "store is out of sync with the journal; it catches up before serving again");
             self.refresh();
         }
+    }
+
+    /// Clears the in-sync flag of every store that cannot be used now: it
+    /// may miss writes from here on, and only its replicator (which checks
+    /// its cursor) may set the flag again. Returns true if one changed.
+    pub(crate) fn settle_sync_flags(&self) -> bool {
+        let Some(replication) = &self.replication else {
+            return false;
+        };
+        let mut changed = false;
+        for (index, replica) in replication.replicas.iter().enumerate() {
+            if replica.in_sync.load(Ordering::Relaxed)
+                && !self.usable(index)
+                && replica.in_sync.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!(store = %self.slots[index].name, "store out of rotation: no longer counted in sync; it catches up before serving again");
+                changed = true;
+            }
+        }
+        changed
     }
 
     fn cursor_pairs(&self, replication: &Replication) -> Vec<(String, u64)> {
@@ -634,6 +898,118 @@ impl Inner {
         }
     }
 
+    /// The journal keeps entries after this: the slowest store that is not
+    /// held, an unfinished resync's floor, the oldest dead letter.
+    fn trim_floor(&self, replication: &Replication) -> u64 {
+        replication
+            .replicas
+            .iter()
+            .flat_map(|r| {
+                let cursor = (!r.held.load(Ordering::Relaxed)).then(|| r.cursor());
+                let dead = r.dead_floor.load(Ordering::Relaxed);
+                [
+                    cursor,
+                    Some(r.floor.load(Ordering::Relaxed)),
+                    (dead != u64::MAX).then(|| dead - 1),
+                ]
+            })
+            .flatten()
+            .min()
+            .unwrap_or_else(|| replication.committed())
+            .min(replication.committed())
+    }
+
+    /// Saves cursors and trims what every store applied; past the journal's
+    /// byte cap, holds the stores that keep it from trimming. Errors are
+    /// logged: both are redone with the next group commit.
+    async fn persist_and_trim(&self, replication: &Replication) {
+        self.enforce_journal_cap(replication).await;
+        let cursors = self.cursor_pairs(replication);
+        let through = self.trim_floor(replication);
+        let done = blocking(&replication.journal, move |j| {
+            let pairs: Vec<(&str, u64)> = cursors.iter().map(|(s, c)| (s.as_str(), *c)).collect();
+            let saved = j.save_cursors(&pairs);
+            let trimmed = j.trim(through);
+            Ok((saved, trimmed))
+        })
+        .await;
+        match done {
+            Ok((saved, trimmed)) => {
+                if let Err(error) = saved {
+                    tracing::warn!(%error, "could not persist journal cursors; retried with the next write");
+                }
+                match trimmed {
+                    Ok((_, bytes)) => {
+                        let _ = replication.journal_bytes.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |b| Some(b.saturating_sub(bytes)),
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not trim the journal; retried with the next write")
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "journal maintenance failed"),
+        }
+        metrics::gauge!("vectorgate_journal_bytes").set(replication.journal_bytes() as f64);
+    }
+
+    /// Past `max_journal_bytes`, the stores furthest behind are held as
+    /// needing a resync, so the journal can be trimmed past them.
+    async fn enforce_journal_cap(&self, replication: &Replication) {
+        if replication.journal_bytes() <= self.config.replication.max_journal_bytes {
+            return;
+        }
+        let committed = replication.committed();
+        let laggards: Vec<usize> = (0..self.slots.len())
+            .filter(|i| {
+                let r = &replication.replicas[*i];
+                !r.held.load(Ordering::Relaxed) && r.cursor() < committed
+            })
+            .collect();
+        let Some(slowest) = laggards
+            .iter()
+            .map(|i| replication.replicas[*i].cursor())
+            .min()
+        else {
+            return;
+        };
+        for index in laggards {
+            if replication.replicas[index].cursor() == slowest {
+                let reason = format!(
+                    "fell behind by more than replication.max_journal_bytes ({} bytes); copy its records with `vectorgate resync`",
+                    self.config.replication.max_journal_bytes
+                );
+                tracing::error!(store = %self.slots[index].name, "{reason}");
+                if let Err(error) = self.hold(index, &reason).await {
+                    tracing::error!(%error, "could not persist the hold");
+                }
+            }
+        }
+    }
+
+    /// Holds `index` out of rotation (persisted) until a resync into it completes.
+    pub(crate) async fn hold(&self, index: usize, reason: &str) -> Result<()> {
+        let replication = self.replication()?;
+        let replica = &replication.replicas[index];
+        replica.held.store(true, Ordering::Relaxed);
+        *replica.hold_reason.lock() = Some(reason.to_owned());
+        replica.in_sync.store(false, Ordering::Relaxed);
+        let (name, reason, since) = (
+            self.slots[index].name.clone(),
+            reason.to_owned(),
+            validate::now_ms(),
+        );
+        let saved = blocking(&replication.journal, move |j| {
+            j.set_hold(&name, &reason, since)
+        })
+        .await;
+        self.refresh();
+        saved
+    }
+
     fn export_lag(&self, replication: &Replication) {
         let committed = replication.committed();
         let mut slowest = committed;
@@ -651,7 +1027,7 @@ impl Inner {
     }
 
     /// One store's replicator: applies committed entries it misses, while
-    /// its breaker is closed. Ends when cancelled.
+    /// the store is usable. Ends when cancelled.
     pub(crate) async fn run_replicator(self: Arc<Self>, index: usize, cancel: CancellationToken) {
         let Some(replication) = &self.replication else {
             return;
@@ -659,9 +1035,15 @@ impl Inner {
         let replica = &replication.replicas[index];
         let name = self.slots[index].name.clone();
         let mut committed = replication.committed.subscribe();
-        let mut backoff = Duration::from_millis(self.config.retry.base_delay_ms.max(10));
+        let base = Duration::from_millis(self.config.retry.base_delay_ms.max(10));
+        let mut backoff = base;
         let max_backoff = Duration::from_millis(self.config.retry.max_delay_ms.max(1000));
-        let limit = Duration::from_millis(self.config.retry.deadline_ms);
+        // A replay call may take long on a loaded store; it is bounded by
+        // the request deadline, not the attempt timeout.
+        let budget = Budget {
+            chunks: REPLICATOR_CHUNKS,
+            call_timeout: Duration::from_millis(self.config.retry.deadline_ms),
+        };
         loop {
             tokio::select! {
                 biased;
@@ -675,45 +1057,49 @@ impl Inner {
                 }
                 let target = replication.committed();
                 if replica.cursor() >= target {
-                    if !replica.in_sync.swap(true, Ordering::Relaxed) {
+                    let clean = replica.dead_letters.load(Ordering::Relaxed) == 0;
+                    if clean && !replica.in_sync.swap(true, Ordering::Relaxed) {
                         tracing::info!(store = %name, seq = target, "store caught up with the journal");
                         self.refresh();
                     }
                     replica.behind_since_ms.store(0, Ordering::Relaxed);
-                    backoff = Duration::from_millis(self.config.retry.base_delay_ms.max(10));
+                    backoff = base;
                     break;
                 }
+                let before = replica.cursor();
                 let applied = tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
-                    applied = tokio::time::timeout(limit, self.apply_through(index, target, &[], REPLICATOR_CHUNKS)) => applied,
+                    applied = self.apply_through(index, target, &[], budget, None) => applied,
                 };
                 let retry_after = match applied {
-                    Ok(Ok(Applied::Done(_))) => {
+                    Ok(Applied::Done) => {
                         self.record_call(index, false);
+                        let entries = replica.cursor().saturating_sub(before);
                         metrics::counter!("vectorgate_replicated_entries_total", "store" => name.clone())
-                            .increment(1);
+                            .increment(entries);
                         continue;
                     }
-                    Ok(Ok(Applied::Refused { seq, error })) => {
-                        self.on_refusal(replication, index, seq, &error).await;
-                        continue;
+                    Ok(Applied::Refused { seq, error }) => {
+                        let attempts = self.count_refusal(index, seq);
+                        if attempts >= self.config.replication.dead_letter_after {
+                            self.dead_letter(replication, index, seq, &error, attempts)
+                                .await;
+                            continue;
+                        }
+                        tracing::warn!(store = %name, seq, attempts, %error, "store refused a journal entry; retrying");
+                        Duration::from_millis(self.config.retry.max_delay_ms)
                     }
-                    Ok(Err(error)) => {
+                    Err(error) => {
                         if error.is_retriable() {
                             self.record_call(index, true);
                         }
                         tracing::debug!(store = %name, %error, "replication attempt failed");
                         self.mark_out_of_sync(index);
-                        backoff
-                    }
-                    Err(_) => {
-                        self.record_call(index, true);
-                        self.mark_out_of_sync(index);
+                        backoff = (backoff * 2).min(max_backoff);
                         backoff
                     }
                 };
-                backoff = (backoff * 2).min(max_backoff);
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
@@ -724,54 +1110,129 @@ impl Inner {
         }
     }
 
-    /// A replica refused an entry: count it; after `dead_letter_after`
-    /// refusals, move the entry to the store's dead letters and go on.
-    async fn on_refusal(&self, replication: &Replication, index: usize, seq: u64, error: &Error) {
-        let replica = &replication.replicas[index];
-        let attempts = {
-            let mut refusals = replica.refusals.lock();
-            let attempts = match *refusals {
-                Some((s, n)) if s == seq => n + 1,
-                _ => 1,
-            };
-            *refusals = Some((seq, attempts));
-            attempts
+    /// Counts one more refusal of entry `seq` by store `index`.
+    fn count_refusal(&self, index: usize, seq: u64) -> u32 {
+        let Some(replication) = &self.replication else {
+            return 0;
         };
+        let mut refusals = replication.replicas[index].refusals.lock();
+        let attempts = match *refusals {
+            Some((s, n)) if s == seq => n + 1,
+            _ => 1,
+        };
+        *refusals = Some((seq, attempts));
+        attempts
+    }
+
+    /// Moves entry `seq` to store `index`'s dead letters and moves the
+    /// store's cursor past it; the store is out of sync until an operator
+    /// re-drives or discards its dead letters. If the entry cannot be
+    /// recorded, the cursor stays and the store retries it later.
+    async fn dead_letter(
+        &self,
+        replication: &Replication,
+        index: usize,
+        seq: u64,
+        error: &Error,
+        attempts: u32,
+    ) {
+        let replica = &replication.replicas[index];
         let name = self.slots[index].name.clone();
-        if attempts < self.config.replication.dead_letter_after {
-            tracing::warn!(store = %name, seq, attempts, %error, "store refused a journal entry; retrying");
-            tokio::time::sleep(Duration::from_millis(self.config.retry.max_delay_ms)).await;
-            return;
-        }
         let text = error.to_string();
         let stored = blocking(&replication.journal, {
             let name = name.clone();
             move |j| {
-                let entry = j
-                    .read(seq - 1, seq, 1)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Error::internal(JOURNAL, format!("entry {seq} vanished")))?;
-                j.dead_letter(&name, &entry, &text, attempts)
+                let Some(entry) = j.read(seq - 1, seq, 1)?.into_iter().find(|e| e.seq == seq)
+                else {
+                    // Removed meanwhile (refused by the serving store): nothing to keep.
+                    return Ok(None);
+                };
+                j.dead_letter(&name, &entry, &text, attempts)?;
+                Ok(Some(j.dead_letter_count(&name)?))
             }
         })
         .await;
+        let _guard = replica.apply.lock().await;
         match stored {
-            Ok(()) => {
-                tracing::error!(store = %name, seq, %error, "entry moved to the store's dead letters");
-                replica.dead_letters.fetch_add(1, Ordering::Relaxed);
-                replica.advance(seq);
+            Ok(count) => {
+                if let Some(count) = count {
+                    tracing::error!(store = %name, seq, %error, "entry moved to the store's dead letters; the store is out of sync until they are re-driven or discarded");
+                    replica.dead_letters.store(count, Ordering::Relaxed);
+                    replica.dead_floor.fetch_min(seq, Ordering::Relaxed);
+                }
+                if replica.cursor() == seq - 1 || count.is_none() {
+                    replica.advance(seq);
+                }
                 *replica.refusals.lock() = None;
+                drop(_guard);
+                self.mark_out_of_sync(index);
+                if count.is_some_and(|n| n > self.config.replication.max_dead_letters) {
+                    let reason = format!(
+                        "refused more than replication.max_dead_letters ({}) entries; fix the store, then copy its records with `vectorgate resync`",
+                        self.config.replication.max_dead_letters
+                    );
+                    if let Err(error) = self.discard_dead_letters(index).await {
+                        tracing::error!(%error, "could not drop dead letters");
+                    }
+                    if let Err(error) = self.hold(index, &reason).await {
+                        tracing::error!(%error, "could not persist the hold");
+                    }
+                }
             }
             Err(e) => {
-                tracing::error!(store = %name, seq, error = %e, "could not dead-letter an entry")
+                tracing::error!(store = %name, seq, error = %e, "could not dead-letter an entry; the store retries it");
             }
         }
     }
 
+    /// Drops `index`'s dead letters: the operator accepts that the store
+    /// lacks them (or will resync it). Returns how many were dropped.
+    pub(crate) async fn discard_dead_letters(&self, index: usize) -> Result<u64> {
+        let replication = self.replication()?;
+        let replica = &replication.replicas[index];
+        let _guard = replica.apply.lock().await;
+        let name = self.slots[index].name.clone();
+        let dropped = replica.dead_letters.load(Ordering::Relaxed);
+        blocking(&replication.journal, move |j| j.clear_dead_letters(&name)).await?;
+        replica.dead_letters.store(0, Ordering::Relaxed);
+        replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
+        drop(_guard);
+        replica.wake.notify_one();
+        Ok(dropped)
+    }
+
+    /// Re-drives `index`'s dead letters: the store replays the journal from
+    /// its oldest dead letter on, in order (re-applying is harmless), so a
+    /// re-driven write never lands on top of a newer one. Waits (within the
+    /// request deadline) for the replay; returns how many dead letters were
+    /// re-driven and how many the store refused again.
+    pub(crate) async fn redrive(&self, index: usize) -> Result<(u64, u64)> {
+        let replication = self.replication()?;
+        let replica = &replication.replicas[index];
+        let guard = replica.apply.lock().await;
+        let name = self.slots[index].name.clone();
+        let had = replica.dead_letters.load(Ordering::Relaxed);
+        let oldest = blocking(&replication.journal, move |j| j.clear_dead_letters(&name)).await?;
+        replica.dead_letters.store(0, Ordering::Relaxed);
+        replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
+        *replica.refusals.lock() = None;
+        if let Some(oldest) = oldest {
+            replica.rewind(oldest - 1);
+        }
+        let target = replication.committed();
+        drop(guard);
+        replica.wake.notify_one();
+        let mut cursor = replica.cursor.subscribe();
+        let limit = Duration::from_millis(self.config.retry.deadline_ms);
+        let _ = tokio::time::timeout(limit, cursor.wait_for(|c| *c >= target)).await;
+        let again = replica.dead_letters.load(Ordering::Relaxed);
+        Ok((had.saturating_sub(again), again))
+    }
+
     /// Copies every record of store `from` into store `to` while the
     /// manager runs (see [`crate::resync`]): `to` is held out of rotation,
-    /// and afterwards replays every journal entry since the copy began.
+    /// and afterwards replays every journal entry `from` had not applied
+    /// when the copy began. The hold is lifted only once both stores agree.
     pub(crate) async fn resync_store(
         &self,
         from: usize,
@@ -787,31 +1248,44 @@ impl Inner {
             std::mem::replace(&mut state.drained, true)
         };
         self.refresh();
-        let replica = self.replication.as_ref().map(|r| &r.replicas[to]);
+        let result = self.resync_held(from, to, options, on_progress).await;
+        self.slots[to].state.lock().drained = was_drained;
+        self.refresh();
+        result
+    }
+
+    async fn resync_held(
+        &self,
+        from: usize,
+        to: usize,
+        options: &crate::resync::ResyncOptions,
+        on_progress: impl FnMut(&crate::resync::ResyncProgress),
+    ) -> Result<crate::resync::ResyncReport> {
+        let Some(replication) = &self.replication else {
+            return crate::resync::copy_store(
+                self.slots[from].store.as_ref(),
+                self.slots[to].store.as_ref(),
+                options,
+                on_progress,
+            )
+            .await;
+        };
+        let replica = &replication.replicas[to];
         // The target is held out of rotation until the copy is complete,
         // across restarts too.
-        if let Some(replication) = &self.replication {
-            let name = self.slots[to].name.clone();
-            let since = validate::now_ms();
-            blocking(&replication.journal, move |j| {
-                j.set_hold(&name, "resync in progress", since)
-            })
+        let previous = replica.hold_reason.lock().clone();
+        self.hold(to, previous.as_deref().unwrap_or("resync in progress"))
             .await?;
-            replication.replicas[to].held.store(true, Ordering::Relaxed);
-        }
         // Holding the target's apply lock keeps the writer and its
-        // replicator out for the whole copy.
-        let guard = match replica {
-            Some(replica) => {
-                let guard = replica.apply.lock().await;
-                let floor = self.replication.as_ref().map_or(0, |r| r.committed());
-                replica.floor.store(floor, Ordering::Relaxed);
-                replica.in_sync.store(false, Ordering::Relaxed);
-                Some((guard, floor))
-            }
-            None => None,
-        };
-        tracing::info!(from = %self.slots[from].name, to = %self.slots[to].name, "resync: copying");
+        // replicator out for the whole copy. The copy reads the source as
+        // it is: everything the source had not applied when the copy began
+        // is replayed afterwards.
+        let guard = replica.apply.lock().await;
+        let floor = replication.replicas[from]
+            .cursor()
+            .min(replication.committed());
+        replica.floor.store(floor, Ordering::Relaxed);
+        tracing::info!(from = %self.slots[from].name, to = %self.slots[to].name, floor, "resync: copying");
         let report = crate::resync::copy_store(
             self.slots[from].store.as_ref(),
             self.slots[to].store.as_ref(),
@@ -819,55 +1293,113 @@ impl Inner {
             on_progress,
         )
         .await;
-        if let (Some(replica), Some((guard, floor))) = (replica, guard) {
-            // Replay everything journaled since the copy began, in order.
-            replica.cursor.send_modify(|c| *c = (*c).min(floor));
-            replica.floor.store(u64::MAX, Ordering::Relaxed);
-            drop(guard);
-            if report.is_ok()
-                && let Some(replication) = &self.replication
-            {
-                let name = self.slots[to].name.clone();
-                blocking(&replication.journal, move |j| j.clear_hold(&name)).await?;
-                replica.held.store(false, Ordering::Relaxed);
+        replica.cursor.send_modify(|c| *c = floor);
+        drop(guard);
+        let report = report?;
+        // Catch the target up, then check the stores agree before it serves.
+        let teams: Vec<String> = report.teams.iter().map(|t| t.team_id.clone()).collect();
+        let verified = self.verify_after_resync(from, to, options, &teams).await;
+        replica.floor.store(u64::MAX, Ordering::Relaxed);
+        let teams = match verified {
+            Ok(teams) => teams,
+            Err(error) => {
+                tracing::error!(%error, "resync copied the records but the stores do not agree yet; the target stays held; run the resync again");
+                return Err(error);
             }
-            replica.wake.notify_one();
-        }
-        self.slots[to].state.lock().drained = was_drained;
-        self.refresh();
-        report
+        };
+        let name = self.slots[to].name.clone();
+        blocking(&replication.journal, move |j| j.clear_hold(&name)).await?;
+        replica.held.store(false, Ordering::Relaxed);
+        *replica.hold_reason.lock() = None;
+        replica.wake.notify_one();
+        Ok(crate::resync::ResyncReport { teams, ..report })
     }
 
-    /// Re-applies `store`'s dead letters; returns how many now succeeded and
-    /// how many are still refused.
-    pub(crate) async fn redrive(&self, index: usize) -> Result<(u64, u64)> {
+    /// After a copy: replays the journal into `to` until both stores are at
+    /// the same sequence, then compares per-team counts; a few tries, since
+    /// live writes move both.
+    async fn verify_after_resync(
+        &self,
+        from: usize,
+        to: usize,
+        options: &crate::resync::ResyncOptions,
+        teams: &[String],
+    ) -> Result<Vec<crate::resync::TeamCount>> {
         let replication = self.replication()?;
-        let name = self.slots[index].name.clone();
-        let letters = {
-            let name = name.clone();
-            blocking(&replication.journal, move |j| j.dead_letters(&name, 10_000)).await?
+        let budget = Budget {
+            chunks: usize::MAX,
+            call_timeout: Duration::from_millis(self.config.retry.deadline_ms),
         };
-        let store = self.slots[index].store.clone();
-        let (mut ok, mut failed) = (0, 0);
-        for letter in letters {
-            match apply_call(&store, &[&letter.entry], 1).await {
-                Ok(_) => {
-                    ok += 1;
-                    let (name, seq) = (name.clone(), letter.entry.seq);
-                    blocking(&replication.journal, move |j| {
-                        j.remove_dead_letter(&name, seq)
-                    })
-                    .await?;
-                    replication.replicas[index]
-                        .dead_letters
-                        .fetch_sub(1, Ordering::Relaxed);
+        let mut last = None;
+        for _ in 0..10 {
+            let target = replication.committed();
+            match self.apply_through(to, target, &[], budget, None).await? {
+                Applied::Done => {}
+                Applied::Refused { seq, error } => {
+                    self.dead_letter(replication, to, seq, &error, 1).await;
+                    continue;
                 }
-                Err(error) if error.is_retriable() => return Err(error),
-                Err(_) => failed += 1,
             }
+            if replication.replicas[from].cursor() < target
+                || replication.replicas[to].cursor() < target
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let teams = crate::resync::compare_counts(
+                self.slots[from].store.as_ref(),
+                self.slots[to].store.as_ref(),
+                teams,
+                options.attempts,
+            )
+            .await?;
+            if replication.committed() != target {
+                continue;
+            }
+            let differ: Vec<String> = teams
+                .iter()
+                .filter(|t| t.source != t.target)
+                .map(|t| format!("{} ({} vs {})", t.team_id, t.source, t.target))
+                .collect();
+            if differ.is_empty()
+                && replication.replicas[to]
+                    .dead_letters
+                    .load(Ordering::Relaxed)
+                    == 0
+            {
+                return Ok(teams);
+            }
+            last = Some(differ);
         }
-        Ok((ok, failed))
+        Err(Error::internal(
+            &self.slots[to].name,
+            format!(
+                "after the copy the stores still differ (per-team counts: {:?}); run `vectorgate resync` again",
+                last.unwrap_or_default()
+            ),
+        ))
     }
+}
+
+/// [`apply_call`] bounded by `limit`.
+async fn bounded_apply(
+    store: &DynStore,
+    name: &str,
+    entries: &[&Entry],
+    parallelism: usize,
+    limit: Duration,
+) -> Result<u64> {
+    tokio::time::timeout(limit, apply_call(store, entries, parallelism))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::timeout(
+                name,
+                format!(
+                    "applying journal entries took over {} ms",
+                    limit.as_millis()
+                ),
+            ))
+        })
 }
 
 /// Groups consecutive entries into store calls: upserts merged up to the
@@ -895,18 +1427,24 @@ fn group<'a>(entries: &[&'a Entry]) -> Vec<Vec<&'a Entry>> {
     calls
 }
 
-/// Smallest share of a merged upsert worth a store call of its own.
-const MIN_PARALLEL_CHUNK: usize = 8;
-
 /// One store call for a group made by [`group`]; returns the delete count.
 ///
-/// Upserts of distinct ids commute, so a merged upsert whose ids are all
+/// Upserts of distinct ids commute, so a merged group whose ids are all
 /// distinct is applied as up to `parallelism` concurrent calls: a database
 /// serves them on several cores, as it would serve independent clients.
-/// (One statement per group commit would leave a single backend doing all
-/// the index maintenance.) The cursor only moves once every part succeeded;
-/// re-applying a part is harmless.
+/// Parts are made of whole writes, never a piece of one: each write stays
+/// one all-or-nothing store call. The cursor only moves once every part
+/// succeeded; re-applying a part is harmless.
 async fn apply_call(store: &DynStore, call: &[&Entry], parallelism: usize) -> Result<u64> {
+    let upserts = |entries: &[&Entry]| {
+        let mut records = Vec::with_capacity(entries.iter().map(|e| e.op.weight()).sum());
+        for entry in entries {
+            if let WriteOp::Upsert(rs) = &entry.op {
+                records.extend(rs.iter().cloned());
+            }
+        }
+        records
+    };
     match call {
         [] => Ok(0),
         [
@@ -916,22 +1454,37 @@ async fn apply_call(store: &DynStore, call: &[&Entry], parallelism: usize) -> Re
             },
         ] => store.delete(selector).await,
         _ => {
-            let mut records = Vec::with_capacity(call.iter().map(|e| e.op.weight()).sum());
-            for entry in call {
-                if let WriteOp::Upsert(rs) = &entry.op {
-                    records.extend(rs.iter().cloned());
-                }
-            }
-            let parts = parallelism.min(records.len() / MIN_PARALLEL_CHUNK).max(1);
             let distinct = || {
-                let mut seen = std::collections::HashSet::with_capacity(records.len());
-                records.iter().all(|r| seen.insert(r.id.as_str()))
+                let mut seen = std::collections::HashSet::new();
+                call.iter().all(|e| match &e.op {
+                    WriteOp::Upsert(rs) => rs.iter().all(|r| seen.insert(r.id.as_str())),
+                    WriteOp::Delete(_) => false,
+                })
             };
-            if parts == 1 || !distinct() {
-                return store.upsert(&records).await.map(|_| 0);
+            let parts = parallelism.min(call.len());
+            if parts <= 1 || !distinct() {
+                return store.upsert(&upserts(call)).await.map(|_| 0);
             }
-            let size = records.len().div_ceil(parts);
-            let calls = records.chunks(size).map(|chunk| store.upsert(chunk));
+            // Split by weight into `parts` runs of whole writes.
+            let total: usize = call.iter().map(|e| e.op.weight()).sum();
+            let share = total.div_ceil(parts);
+            let mut runs: Vec<Vec<&Entry>> = vec![Vec::new()];
+            let mut weight = 0;
+            for entry in call {
+                if weight >= share
+                    && let Some(run) = runs.last()
+                    && !run.is_empty()
+                {
+                    runs.push(Vec::new());
+                    weight = 0;
+                }
+                if let Some(run) = runs.last_mut() {
+                    run.push(entry);
+                }
+                weight += entry.op.weight();
+            }
+            let records: Vec<Vec<crate::model::Record>> = runs.iter().map(|r| upserts(r)).collect();
+            let calls = records.iter().map(|rs| store.upsert(rs));
             // A transient failure wins: the whole call is retried.
             let mut refusal = None;
             for result in futures_util::future::join_all(calls).await {

@@ -11,6 +11,9 @@
 //!   per-attempt timeout) the same store is retried up to `retry.attempts`
 //!   times with exponential backoff and full jitter, unless its breaker opened
 //!   meanwhile, then the next store is tried;
+//! - except after a timeout: a store that just hung is not tried again while
+//!   another store is usable, so a caller waits about one attempt timeout,
+//!   not several, when its database hangs;
 //! - any other error goes straight back to the caller: it is not the store's
 //!   fault, so it neither counts against the store nor moves to another;
 //! - everything happens inside one deadline; when it runs out, the caller
@@ -36,22 +39,41 @@ pub struct Routed<T> {
 }
 
 impl Inner {
-    /// Runs `call` on the first store that answers, following the rules above.
+    /// Runs `call` on the first store that answers, following the rules
+    /// above, within the request deadline and the attempt timeout.
     pub(crate) async fn route<T, F, Fut>(&self, op: Op, call: F) -> Result<Routed<T>>
     where
         F: Fn(usize) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let retry = &self.config.retry;
-        let attempt_timeout = Duration::from_millis(retry.attempt_timeout_ms);
         let deadline = Instant::now() + Duration::from_millis(retry.deadline_ms);
+        let attempt_timeout = Duration::from_millis(retry.attempt_timeout_ms);
+        self.route_with(op, deadline, attempt_timeout, call).await
+    }
+
+    /// [`Inner::route`] with an explicit deadline and attempt timeout (the
+    /// write pipeline bounds each store call itself).
+    pub(crate) async fn route_with<T, F, Fut>(
+        &self,
+        op: Op,
+        deadline: Instant,
+        attempt_timeout: Duration,
+        call: F,
+    ) -> Result<Routed<T>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let retry = &self.config.retry;
         let span =
             tracing::info_span!("vectorgate.call", op = op.as_str(), manager = %self.config.name);
 
         async {
             let mut failures: Vec<StoreFailure> = Vec::new();
             let mut previous: Option<&str> = None;
-            for index in self.candidates() {
+            let order = self.candidates();
+            for (position, &index) in order.iter().enumerate() {
                 let slot = &self.slots[index];
                 if let Some(reason) = self.unusable_reason(index) {
                     failures.push(StoreFailure {
@@ -113,14 +135,18 @@ impl Inner {
                         Err(error) => {
                             tracing::debug!(store = %slot.name, attempt = attempts, %error, "attempt failed");
                             self.record_call(index, true);
+                            let hung = error.kind() == ErrorKind::Timeout;
                             last_error = Some(error);
+                            if hung && order[position + 1..].iter().any(|i| self.usable(*i)) {
+                                break;
+                            }
                         }
                     }
                     if attempts >= retry.attempts || !self.admits(index) {
                         break;
                     }
                     let Some(ceiling) = delays.next() else { break };
-                    let delay = full_jitter(ceiling);
+                    let delay = self.full_jitter(ceiling);
                     if Instant::now() + delay >= deadline {
                         break;
                     }
@@ -163,9 +189,11 @@ impl Inner {
     }
 }
 
-/// "Full jitter": a uniformly random wait between zero and the exponential
-/// ceiling, so that many clients retrying at once spread out.
-fn full_jitter(ceiling: Duration) -> Duration {
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
+impl Inner {
+    /// "Full jitter": a uniformly random wait between zero and the
+    /// exponential ceiling, so that many clients retrying at once spread out.
+    fn full_jitter(&self, ceiling: Duration) -> Duration {
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.jitter.lock().random_range(0..=ms))
+    }
 }

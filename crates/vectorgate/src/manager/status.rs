@@ -83,4 +83,7 @@ pub struct StoreStatus {
     pub lag_seconds: Option<f64>,
     /// Entries it refused permanently, kept for re-driving.
     pub dead_letters: u64,
+    /// Why the store is held out of rotation (`resync_pending`), e.g. a
+    /// resync into it did not finish, or it fell behind past the journal's cap.
+    pub hold_reason: Option<String>,
 }
