@@ -42,7 +42,8 @@ impl vectorgate_testkit::StoreFactory for Factory {
     }
 
     async fn open(&self, location: &str) -> DynStore {
-        let config = PgConfig::new("pg-conformance", &self.url).with_table(location);
+        let mut config = PgConfig::new("pg-conformance", &self.url).with_table(location);
+        config.acquire_timeout_ms = common::TEST_ACQUIRE_TIMEOUT_MS;
         Arc::new(PgStore::connect(config).await.unwrap())
     }
 }

@@ -36,9 +36,9 @@ struct Table {
 impl Table {
     async fn new(url: &str, prefix: &str, config: impl FnOnce(PgConfig) -> PgConfig) -> Table {
         let table = common::unique_table(prefix);
-        let store = PgStore::connect(config(PgConfig::new("pg-test", url).with_table(table)))
-            .await
-            .unwrap();
+        let mut base = PgConfig::new("pg-test", url).with_table(table);
+        base.acquire_timeout_ms = common::TEST_ACQUIRE_TIMEOUT_MS;
+        let store = PgStore::connect(config(base)).await.unwrap();
         Table {
             store,
             url: url.to_owned(),
@@ -556,17 +556,22 @@ async fn bad_credentials_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starvation_statement_timeout_and_terminated_backend() {
     let url = url_or_skip!();
+    // Opening a connection costs ~180 ms of client CPU in a debug build
+    // (see common::TEST_ACQUIRE_TIMEOUT_MS), more under load: the acquire
+    // timeout leaves room for it, and the two calls that must open the one
+    // connection (the first, and the one after the backend was killed) are
+    // retried. Starvation is then a wait for a *busy* connection, which the
+    // statement timeout (3 s) outlasts.
     let t = Table::new(&url, "pool", |mut c| {
         c.pool_max_connections = 1;
-        c.acquire_timeout_ms = 300;
-        c.statement_timeout_ms = 1500;
+        c.acquire_timeout_ms = 1000;
+        c.statement_timeout_ms = 3000;
         c
     })
     .await;
     let s = t.store.clone();
-    s.ensure_schema(&exact_spec(4, Metric::Cosine))
-        .await
-        .unwrap();
+    let spec = exact_spec(4, Metric::Cosine);
+    retry_connecting("ensure_schema", || s.ensure_schema(&spec)).await;
     let table = s.table().to_owned();
 
     let mut locker = common::raw(&url).await;
@@ -647,7 +652,27 @@ async fn starvation_statement_timeout_and_terminated_backend() {
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
 
     // The pool heals: the dead connection is replaced.
-    assert_eq!(s.count(&CountScope::default()).await.unwrap(), 0);
+    let all = CountScope::default();
+    let n = retry_connecting("count after the kill", || s.count(&all)).await;
+    assert_eq!(n, 0);
+}
+
+/// `call` until it succeeds, while it fails only because a connection could
+/// not be opened in time (a loaded machine); any other error fails the test.
+async fn retry_connecting<T, F: std::future::Future<Output = vectorgate::Result<T>>>(
+    what: &str,
+    mut call: impl FnMut() -> F,
+) -> T {
+    for _ in 0..10 {
+        match call().await {
+            Ok(value) => return value,
+            Err(err) if err.kind() == ErrorKind::Timeout && err.to_string().contains("connect") => {
+                eprintln!("{what}: {err}; retrying");
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
+    panic!("{what}: no connection in 10 tries");
 }
 
 /// The table changed behind a handle's back: dropped (42P01 → Unavailable,
@@ -808,11 +833,29 @@ async fn concurrent_ensure_schema() {
 
 /// An upsert batch is one statement: 1000 records of 768 dimensions in one
 /// round trip, timed for the record.
+///
+/// The statement's server time is the HNSW index build for 1000 768-d
+/// vectors (m 16, ef_construction 64): about 4-5 s of one core here, on an
+/// idle 2-core machine. Under the default `statement_timeout_ms` (5000) it
+/// was cancelled (SQLSTATE 57014, `Timeout`) whenever other tests loaded the
+/// machine — the flake of issue 12, item 11. What this test checks is that
+/// the batch is one statement, not how fast a loaded machine builds an
+/// index, so it gives the statement a budget that no load reaches (the
+/// client-side bound follows: acquire + statement + 1 s); the measured time
+/// is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batch_upsert_is_one_statement() {
     let url = url_or_skip!();
     let dim = 768;
-    let t = Table::with_spec(&url, "batch", exact_spec(dim, Metric::Cosine)).await;
+    let t = Table::new(&url, "batch", |c| PgConfig {
+        statement_timeout_ms: 120_000,
+        ..c
+    })
+    .await;
+    t.store
+        .ensure_schema(&exact_spec(dim, Metric::Cosine))
+        .await
+        .unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let records: Vec<Record> = (0..1000)
         .map(|i| {

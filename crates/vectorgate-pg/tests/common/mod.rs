@@ -12,6 +12,15 @@ use sqlx::{Connection, PgConnection};
 /// writes it to `target/services.env`).
 pub const URL_VAR: &str = "VECTORGATE_TEST_PG_URL";
 
+/// `acquire_timeout_ms` of the tests' stores, unless a test sets its own.
+/// Opening a connection costs ~180 ms of client CPU in a debug build (sqlx's
+/// SCRAM-SHA-256, 4096 PBKDF2 rounds, unoptimised) on the runtime's worker
+/// threads: twelve at once took 1.2 s on an idle 2-core machine, and over
+/// the default 2 s while other tests loaded it (`check_concurrent_use`
+/// failed with "could not get a connection within 2000 ms (the server
+/// accepts connections again now)"). The tests are not about that budget.
+pub const TEST_ACQUIRE_TIMEOUT_MS: u64 = 10_000;
+
 /// The test server's URL. Without one: under CI (`CI=true`) a missing
 /// service is a failure, so this panics; elsewhere it prints why the test is
 /// skipped and returns `None`.
