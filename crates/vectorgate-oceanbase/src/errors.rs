@@ -6,6 +6,19 @@
 //!   client codes 2002/2003/2006/2013), no pooled connection could be had,
 //!   the server is shutting down or out of resources, or OceanBase says to
 //!   try again (leader moved, memory, RPC failures, rolled-back transaction).
+//! - **`Unavailable`, with the operator's fix** — the server answers but
+//!   cannot serve this store (a "gray" failure: the *store* is failing, not
+//!   the request, so the manager fails over):
+//!
+//!   | number | what | fix named in the message |
+//!   |---|---|---|
+//!   | 1146 | table doesn't exist (dropped or renamed) | rename it back / `ensure_schema` + resync |
+//!   | 1049 | unknown database | create it or fix the URL |
+//!   | 1044, 1045 | access denied to the database / bad credentials | user, password, `GRANT` |
+//!   | 1142, 1143, 1227 | command / column / SUPER privilege denied | `GRANT SELECT, INSERT, UPDATE, DELETE` |
+//!   | 1290, 1836, 1792 (SQLSTATE 25006), 1036, 5235 | read-only server (`read_only`), read-only transaction or table | `SET GLOBAL read_only = OFF` or the primary's address |
+//!   | 1021, 1114, 4184, 4264 | disk full, table full, OceanBase data or log disk out of space | free space / raise `datafile_size`, `log_disk_size` |
+//!
 //! - **`Timeout`** (retried, failed over): the statement hit
 //!   `ob_query_timeout` (4012), a transaction or lock wait timed out, or the
 //!   client-side deadline passed.
@@ -13,8 +26,8 @@
 //!   wrong dimension (7600), a malformed vector literal (1210), bad JSON,
 //!   values out of range or too long (SQLSTATE class 22). Validation
 //!   catches all of these first; this is the backstop.
-//! - **`Internal`** for everything else (a missing table, permissions,
-//!   syntax, decode failures), with the server's number and message.
+//! - **`Internal`** for everything else (syntax, decode failures), with the
+//!   server's number and message.
 
 use vectorgate::Error;
 
@@ -38,6 +51,42 @@ const UNAVAILABLE_CODES: &[u16] = &[
     6002, // OB_TRANS_ROLLBACKED
     6005, // OB_TRANS_KILLED
     6224, // OB_TRANS_NEED_ROLLBACK
+];
+
+/// What to do about a read-only server.
+const READ_ONLY_FIX: &str = "the server refuses writes (read-only: `read_only` is on, a standby, \
+     or a read-only transaction or table): run `SET GLOBAL read_only = OFF`, or point the store's \
+     URL at the primary";
+
+/// Error numbers where the server answers but refuses to serve this store,
+/// with what the operator should do. Retriable (`Unavailable`): the store is
+/// failing, not the request.
+const REFUSALS: &[(&[u16], &str)] = &[
+    (
+        &[1146],
+        "the table is missing (dropped or renamed behind the store): rename it back, or let \
+         ensure_schema create it again and resync it from another store",
+    ),
+    (
+        &[1049],
+        "the database named in the store's URL does not exist: create it or fix the URL",
+    ),
+    (
+        &[1044, 1045],
+        "access denied: check the user and password in the store's URL and that the user may use \
+         the database (`GRANT ALL ON <db>.* TO <user>`)",
+    ),
+    (
+        &[1142, 1143, 1227],
+        "the store's user lacks privileges: `GRANT SELECT, INSERT, UPDATE, DELETE ON <db>.<table> \
+         TO <user>` (ensure_schema also needs CREATE, ALTER, INDEX)",
+    ),
+    (&[1290, 1836, 1792, 1036, 5235], READ_ONLY_FIX),
+    (
+        &[1021, 1114, 4184, 4264],
+        "the server is out of disk space (data or log disk, or a full table): free space, or raise \
+         datafile_size / log_disk_size",
+    ),
 ];
 
 /// Error numbers that mean "it took too long".
@@ -133,11 +182,11 @@ fn classify(
         // SQLSTATE class 22: data exception. The server does not say which
         // field; the operation stands in for it.
         Error::invalid(what, message)
-    } else if number == Some(1146) {
-        Error::internal(
-            store,
-            format!("{message} (the table is missing: ensure_schema creates it)"),
-        )
+    } else if let Some((_, fix)) = REFUSALS.iter().find(|(codes, _)| is(codes)) {
+        Error::unavailable(store, format!("{message}: {fix}"))
+    } else if state == Some("25006") {
+        // SQLSTATE 25006: read-only transaction, whatever the number.
+        Error::unavailable(store, format!("{message}: {READ_ONLY_FIX}"))
     } else {
         Error::internal(store, message)
     }
@@ -199,10 +248,43 @@ mod tests {
         assert_eq!(kind_of(1210, "HY000"), ErrorKind::InvalidInput);
         assert_eq!(kind_of(3140, "22032"), ErrorKind::InvalidInput);
         assert_eq!(kind_of(1064, "42000"), ErrorKind::Internal);
-        assert_eq!(kind_of(1142, "42000"), ErrorKind::Internal);
-        let missing = classify("ob", "count", Some(1146), Some("42S02"), "no table".into());
-        assert_eq!(missing.kind(), ErrorKind::Internal);
-        assert!(missing.to_string().contains("ensure_schema"), "{missing}");
+    }
+
+    /// The server answers but cannot serve: `Unavailable`, naming the fix.
+    #[test]
+    fn refusals_are_unavailable_with_the_fix() {
+        let cases: &[(u16, &str, &str)] = &[
+            (1146, "42S02", "rename it back"),
+            (1049, "42000", "fix the URL"),
+            (1044, "42000", "access denied"),
+            (1045, "28000", "password"),
+            (1142, "42000", "GRANT SELECT, INSERT, UPDATE, DELETE"),
+            (1143, "42000", "GRANT SELECT"),
+            (1227, "42000", "lacks privileges"),
+            (1290, "HY000", "SET GLOBAL read_only = OFF"),
+            (1836, "HY000", "read-only"),
+            (1792, "25006", "read-only"),
+            (5235, "HY000", "read-only"),
+            (1021, "HY000", "disk space"),
+            (1114, "HY000", "full table"),
+            (4184, "HY000", "datafile_size"),
+            (4264, "HY000", "log_disk_size"),
+            (9998, "25006", "read-only"),
+        ];
+        for &(number, state, fix) in cases {
+            let err = classify(
+                "ob",
+                "upsert",
+                Some(number),
+                Some(state),
+                format!("upsert: server error {number}"),
+            );
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{number}: {err}");
+            assert!(err.is_retriable(), "{number}");
+            let text = err.to_string();
+            assert!(text.contains(fix), "{number}: {text:?} lacks {fix:?}");
+            assert!(text.contains(&number.to_string()), "{number}: {text}");
+        }
     }
 
     #[test]

@@ -41,6 +41,24 @@
 //!   gets no connection is `Timeout` when every connection is busy (pool
 //!   starvation) and `Unavailable` when none could be opened (server down;
 //!   reported within `connect_timeout_ms`).
+//! - **Health** (`health`) is one round trip (about 5 ms) that checks what
+//!   serving needs, not just a live server: the table exists (once
+//!   `ensure_schema` made it), the user holds SELECT, INSERT, UPDATE and
+//!   DELETE on it (user-, database- or table-level grants), and the server
+//!   takes its writes (`read_only` off, or the user has SUPER; the session
+//!   not `tx_read_only`). Each problem is `Unavailable` naming the fix, so
+//!   the manager fails over before callers see errors.
+//! - **Abandoned statements.** The manager stops waiting for an attempt
+//!   after its `attempt_timeout_ms` and drops the call; the statement goes
+//!   on in the server. Every session bounds it: `ob_query_timeout` =
+//!   `statement_timeout_ms` per statement (10x for `ensure_schema`'s DDL),
+//!   `ob_trx_timeout` and `ob_trx_idle_timeout` = 10 x
+//!   `statement_timeout_ms` per transaction, so locks of a write abandoned
+//!   mid-transaction are released by then at the latest. sqlx does not
+//!   reuse a connection whose call was dropped before it answered: on its
+//!   way back to the pool the connection is pinged, which waits for the
+//!   abandoned statement's answer (or the bound above), and a transaction
+//!   left open is rolled back; it is closed if that fails.
 //! - **Metrics** (label `store`): gauges `vectorgate_oceanbase_pool_size`,
 //!   `vectorgate_oceanbase_pool_idle`, `vectorgate_oceanbase_pool_waiting`,
 //!   `vectorgate_oceanbase_pool_max`, and the counter
@@ -152,6 +170,7 @@ impl OceanBaseStore {
             .charset("utf8mb4")
             .collation(CONNECTION_COLLATION);
         let query_timeout_us = duration_us(config.statement_timeout());
+        let trx_timeout_us = duration_us(config.statement_timeout() * DDL_TIMEOUT_FACTOR);
         let pool = MySqlPoolOptions::new()
             .max_connections(config.pool_max_connections)
             .min_connections(0)
@@ -160,8 +179,12 @@ impl OceanBaseStore {
             .test_before_acquire(true)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
+                    // Bounds on server-side work, whoever stops waiting
+                    // for it: see "Abandoned statements" in the crate docs.
                     conn.execute(AssertSqlSafe(format!(
-                        "SET SESSION ob_query_timeout = {query_timeout_us}"
+                        "SET SESSION ob_query_timeout = {query_timeout_us}, \
+                         ob_trx_timeout = {trx_timeout_us}, \
+                         ob_trx_idle_timeout = {trx_timeout_us}"
                     )))
                     .await?;
                     Ok(())
@@ -216,7 +239,7 @@ impl OceanBaseStore {
             .await
         {
             // No meta table: nothing to forget.
-            Err(Error::Internal { message, .. }) if message.contains("1146") => {}
+            Err(Error::Unavailable { message, .. }) if message.contains("server error 1146") => {}
             other => {
                 other?;
             }
@@ -1145,40 +1168,47 @@ impl VectorStore for OceanBaseStore {
     async fn health(&self) -> Result<HealthReport> {
         let started = Instant::now();
         let mut conn = self.acquire("health").await?;
-        let one: i32 = self
+        let table = self.config.table.as_str();
+        let row = self
             .run(
                 "health",
                 self.statement_timeout(),
-                sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn),
+                sqlx::query(sql::HEALTH)
+                    .bind(table)
+                    .bind(table)
+                    .fetch_one(&mut *conn),
             )
             .await?;
         let latency = started.elapsed();
-        if one != 1 {
-            return Err(Error::internal(
-                self.name_str(),
-                format!("health: SELECT 1 returned {one}"),
-            ));
-        }
-        if self.version.get().is_none()
-            && let Ok(version) = self
-                .run(
-                    "health: version",
-                    self.statement_timeout(),
-                    sqlx::query_scalar::<_, String>("SELECT CAST(@@version_comment AS CHAR)")
-                        .fetch_one(&mut *conn),
-                )
-                .await
-        {
-            let _ = self.version.set(version);
-        }
         drop(conn);
         self.publish_pool_gauges();
+        let column = |e: sqlx::Error| Error::internal(self.name_str(), format!("health: {e}"));
+        let health = sql::ServingHealth {
+            version: row.try_get("version").map_err(column)?,
+            user: row.try_get("user_name").map_err(column)?,
+            read_only: row.try_get::<i64, _>("read_only").map_err(column)? != 0,
+            tx_read_only: row.try_get::<i64, _>("tx_read_only").map_err(column)? != 0,
+            table_exists: row.try_get::<i64, _>("table_exists").map_err(column)? > 0,
+            privileges: row
+                .try_get::<Option<String>, _>("privileges")
+                .map_err(column)?
+                .unwrap_or_default(),
+        };
+        if let Some(problem) = health.problem(table, self.current_spec().is_some()) {
+            return Err(Error::unavailable(self.name_str(), problem));
+        }
+        let _ = self.version.set(health.version.clone());
         Ok(HealthReport {
             latency,
             detail: format!(
-                "{}, table {}, pool {}/{} connections ({} idle)",
-                self.version.get().map_or("OceanBase", String::as_str),
+                "{}, table {} ({}), pool {}/{} connections ({} idle)",
+                health.version,
                 self.config.table,
+                if health.table_exists {
+                    "present, writable"
+                } else {
+                    "not created yet"
+                },
                 self.pool.size(),
                 self.config.pool_max_connections,
                 self.pool.num_idle()

@@ -203,9 +203,136 @@ pub(crate) fn estimated_row_bytes(dim: usize, payload_bytes: usize) -> usize {
     dim * 18 + payload_bytes + 512
 }
 
+/// The health probe, one round trip: the server's version, whether it takes
+/// writes from this user, whether the table exists, and the user's
+/// privileges on it (user-, database- and table-level grants; roles are not
+/// followed). Both `?` are the table name. About 5 ms on seekdb.
+pub(crate) const HEALTH: &str = "SELECT CAST(@@version_comment AS CHAR) AS version, \
+     CAST(CURRENT_USER() AS CHAR) AS user_name, \
+     CAST(@@global.read_only AS SIGNED) AS read_only, \
+     CAST(@@session.tx_read_only AS SIGNED) AS tx_read_only, \
+     CAST((SELECT COUNT(*) FROM information_schema.tables \
+           WHERE table_schema = DATABASE() AND table_name = ?) AS SIGNED) AS table_exists, \
+     CAST((SELECT GROUP_CONCAT(DISTINCT p.privilege_type) FROM ( \
+           SELECT privilege_type, grantee FROM information_schema.user_privileges \
+           UNION ALL SELECT privilege_type, grantee FROM information_schema.schema_privileges \
+             WHERE table_schema = DATABASE() \
+           UNION ALL SELECT privilege_type, grantee FROM information_schema.table_privileges \
+             WHERE table_schema = DATABASE() AND table_name = ?) AS p \
+           WHERE p.grantee = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
+                                    SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')) \
+          AS CHAR) AS privileges";
+
+/// What [`HEALTH`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServingHealth {
+    pub version: String,
+    pub user: String,
+    pub read_only: bool,
+    pub tx_read_only: bool,
+    pub table_exists: bool,
+    /// Comma-separated privilege names (`SELECT,INSERT,...`).
+    pub privileges: String,
+}
+
+impl ServingHealth {
+    /// Why the store cannot serve, with the fix; `None` when it can. A
+    /// missing table is a problem only once `ensure_schema` made it.
+    pub(crate) fn problem(&self, table: &str, schema_ensured: bool) -> Option<String> {
+        let user = &self.user;
+        let held: Vec<&str> = self.privileges.split(',').map(str::trim).collect();
+        let has = |p: &str| held.contains(&p) || held.contains(&"ALL PRIVILEGES");
+        if self.tx_read_only || (self.read_only && !has("SUPER")) {
+            return Some(format!(
+                "the server refuses writes from {user} (read_only is on): run `SET GLOBAL \
+                 read_only = OFF`, or point the store's URL at the primary"
+            ));
+        }
+        if !self.table_exists {
+            return schema_ensured.then(|| {
+                format!(
+                    "table `{table}` is missing (dropped or renamed behind the store): rename it \
+                     back, or let ensure_schema create it again and resync it from another store"
+                )
+            });
+        }
+        let missing: Vec<&str> = ["SELECT", "INSERT", "UPDATE", "DELETE"]
+            .into_iter()
+            .filter(|p| !has(p))
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "user {user} lacks {} on table `{table}`: run `GRANT SELECT, INSERT, UPDATE, \
+                 DELETE ON <db>.{table} TO <user>`",
+                missing.join(", ")
+            ));
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_names_each_problem_and_its_fix() {
+        let good = ServingHealth {
+            version: "OceanBase".into(),
+            user: "vg@%".into(),
+            read_only: false,
+            tx_read_only: false,
+            table_exists: true,
+            privileges: "USAGE,SELECT,INSERT,UPDATE,DELETE".into(),
+        };
+        assert_eq!(good.problem("vectors", true), None);
+        // read_only does not stop a user with SUPER (root).
+        let root = ServingHealth {
+            read_only: true,
+            privileges: "ALTER,SUPER,SELECT,INSERT,UPDATE,DELETE".into(),
+            ..good.clone()
+        };
+        assert_eq!(root.problem("vectors", true), None);
+        let cases = [
+            (
+                ServingHealth {
+                    read_only: true,
+                    ..good.clone()
+                },
+                "SET GLOBAL read_only = OFF",
+            ),
+            (
+                ServingHealth {
+                    tx_read_only: true,
+                    ..root.clone()
+                },
+                "read_only is on",
+            ),
+            (
+                ServingHealth {
+                    table_exists: false,
+                    ..good.clone()
+                },
+                "table `vectors` is missing",
+            ),
+            (
+                ServingHealth {
+                    privileges: "USAGE,SELECT".into(),
+                    ..good.clone()
+                },
+                "user vg@% lacks INSERT, UPDATE, DELETE on table `vectors`: run `GRANT",
+            ),
+        ];
+        for (health, expected) in cases {
+            let problem = health.problem("vectors", true).unwrap_or_default();
+            assert!(problem.contains(expected), "{problem:?} lacks {expected:?}");
+        }
+        let fresh = ServingHealth {
+            table_exists: false,
+            ..good
+        };
+        assert_eq!(fresh.problem("vectors", false), None);
+    }
 
     #[test]
     fn literals_round_trip_bit_exactly() {

@@ -328,3 +328,114 @@ async fn bad_configuration_is_invalid_input() {
         }
     }
 }
+
+/// A server that answers but cannot serve this store — table renamed away,
+/// a user without write privileges — is `Unavailable` (the manager fails
+/// over) naming the fix, and `health()` sees it before any call does. Per
+/// table and per user, so it runs beside other tests; `read_only`, which is
+/// server-wide, is in `chaos.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_unavailable_and_health_sees_them() {
+    let Some(url) = common::url_or_skip("refusals_are_unavailable_and_health_sees_them") else {
+        return;
+    };
+    let pool = raw_pool(&url);
+    let table = common::unique_table();
+    let store = common::store(&url, "oceanbase-gray", &table).await;
+    store
+        .ensure_schema(&IndexSpec::new(4, Metric::Cosine))
+        .await
+        .unwrap();
+    store
+        .upsert(&[record("a", "t", "d", "c", vec![1.0, 0.0, 0.0, 0.0])])
+        .await
+        .unwrap();
+    let report = store.health().await.unwrap();
+    assert!(
+        report.detail.contains("present, writable"),
+        "{}",
+        report.detail
+    );
+    let all = vectorgate::CountScope::default();
+
+    // Renamed away and back.
+    pool.execute(AssertSqlSafe(format!(
+        "RENAME TABLE `{table}` TO `{table}_away`"
+    )))
+    .await
+    .unwrap();
+    let err = store.count(&all).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("1146"), "{err}");
+    assert!(err.to_string().contains("rename it back"), "{err}");
+    let err = store.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("is missing"), "{err}");
+    pool.execute(AssertSqlSafe(format!(
+        "RENAME TABLE `{table}_away` TO `{table}`"
+    )))
+    .await
+    .unwrap();
+    store.health().await.unwrap();
+    assert_eq!(store.count(&all).await.unwrap(), 1);
+
+    // A user that may only read the table.
+    let user = format!("vgu_{}", std::process::id());
+    let database: String = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.execute(AssertSqlSafe(format!("DROP USER IF EXISTS '{user}'@'%'")))
+        .await
+        .unwrap();
+    pool.execute(AssertSqlSafe(format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'vgpw'"
+    )))
+    .await
+    .unwrap();
+    pool.execute(AssertSqlSafe(format!(
+        "GRANT SELECT ON `{database}`.`{table}` TO '{user}'@'%'"
+    )))
+    .await
+    .unwrap();
+    let Some(rest) = url.strip_prefix("mysql://").and_then(|r| r.split_once('@')) else {
+        panic!("{url}: expected mysql://user@host/db");
+    };
+    let reader = common::store(
+        &format!("mysql://{user}:vgpw@{}", rest.1),
+        "oceanbase-reader",
+        &table,
+    )
+    .await;
+    let err = reader.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string().contains("lacks INSERT, UPDATE, DELETE"),
+        "{err}"
+    );
+    // ensure_schema needs CREATE: refused, retriable, names the GRANT.
+    let err = reader
+        .ensure_schema(&IndexSpec::new(4, Metric::Cosine))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("GRANT"), "{err}");
+    pool.execute(AssertSqlSafe(format!(
+        "GRANT INSERT, UPDATE, DELETE ON `{database}`.`{table}` TO '{user}'@'%'"
+    )))
+    .await
+    .unwrap();
+    let report = reader.health().await.unwrap();
+    assert!(
+        report.detail.contains("present, writable"),
+        "{}",
+        report.detail
+    );
+    reader.close().await;
+    pool.execute(AssertSqlSafe(format!("DROP USER '{user}'@'%'")))
+        .await
+        .unwrap();
+    store.drop_table().await.unwrap();
+    store.close().await;
+    pool.close().await;
+}
