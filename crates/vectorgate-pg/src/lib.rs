@@ -42,6 +42,28 @@
 //!   connection attempt (bounded by `connect_timeout_ms`) tells a down
 //!   server (`Unavailable`, with the reason, e.g. connection refused) from a
 //!   slow one (`Timeout`).
+//! - **Health** ([`VectorStore::health`]) is one round trip ([`sql::HEALTH`])
+//!   that checks what serving needs, not just a live server: the table
+//!   exists (`to_regclass`, once `ensure_schema` made it), the role holds
+//!   SELECT, INSERT, UPDATE and DELETE on it (`has_table_privilege`, each on
+//!   its own), and the session takes writes (`transaction_read_only` off,
+//!   `pg_is_in_recovery()` false). Each problem is `Unavailable` naming the
+//!   fix, so the manager fails over before callers see errors.
+//!   `default_transaction_read_only` set with `ALTER SYSTEM` reaches
+//!   existing sessions at `pg_reload_conf()`, so the next probe sees it.
+//! - **Abandoned statements.** The manager stops waiting for an attempt
+//!   after its `attempt_timeout_ms` (default 1000) and drops the call; the
+//!   statement goes on in the server, bounded by `statement_timeout`
+//!   (`statement_timeout_ms`, default 5000 = the manager's default
+//!   `deadline_ms`: no statement outlives the request that started it by
+//!   more than the time it waited to start). It is not lower because an
+//!   upsert batch (a caller's, or a replication part) is one statement that
+//!   updates the HNSW index: 1000 x 768-d records take ~4.5 s of server
+//!   time on a 2-core machine. sqlx does not reuse a connection whose
+//!   call was dropped before it answered: on its way back to the pool it is
+//!   pinged, which waits for the abandoned statement (or its timeout) and
+//!   rolls back a transaction left open, and it is closed if that fails. So
+//!   abandoned work holds a pool slot until `statement_timeout` at most.
 //! - **Metrics** (label `store`): gauges `vectorgate_pg_pool_size`,
 //!   `vectorgate_pg_pool_idle`, `vectorgate_pg_pool_waiting` (calls waiting
 //!   for a connection), `vectorgate_pg_pool_max`, and the counter
