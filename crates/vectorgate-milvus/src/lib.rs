@@ -51,6 +51,26 @@
 //!   connected, the gRPC channel reconnects by itself after the server comes
 //!   back. The SDK's client telemetry is off and its own retries are few and
 //!   short (the failover manager retries and fails over).
+//! - **Health** checks what serving needs: Milvus' own `CheckHealth` (which
+//!   also reports quota states such as writes denied), and, once
+//!   `ensure_schema` succeeded, the collection's load state: missing
+//!   (dropped or renamed) or not loaded (released) is `Unavailable` naming
+//!   the fix, so the manager fails over before callers see errors; loading
+//!   (after a restart) is `Unavailable` until done. Errors are mapped in
+//!   [`map_error`] (table of refusals there).
+//! - **Empty answers are checked**: while a collection is being released,
+//!   Milvus 2.3 answers searches and queries with no rows for a few hundred
+//!   ms before it refuses them. An empty recall, a count of 0 or an empty
+//!   scan page costs one `GetLoadState` call, and is `Unavailable` unless
+//!   the collection is loaded.
+//! - **Abandoned calls.** The manager stops waiting for an attempt after
+//!   its `attempt_timeout_ms` and drops the call. Every RPC carries a gRPC
+//!   deadline (`timeout_ms`, sent as `grpc-timeout`), and dropping the call
+//!   resets its HTTP/2 stream, which cancels the request's context in the
+//!   Milvus proxy: the server stops waiting on the work it scheduled for it
+//!   (search, query, the consistency wait). A write already handed to
+//!   Milvus' log is still applied — like a SQL statement that commits after
+//!   its caller gave up: the caller was told `Timeout`, never "not written".
 
 mod config;
 mod errors;
@@ -880,6 +900,36 @@ impl MilvusStore {
         ))
     }
 
+    /// An empty answer is checked before it is believed: while a collection
+    /// is being released, Milvus 2.3 answers searches and queries with no
+    /// rows (for a few hundred ms, before it starts refusing them with
+    /// "collection not loaded"), and an empty answer is a wrong one then.
+    /// One `GetLoadState` call, only for empty answers: a collection that is
+    /// not loaded at that point makes the call `Unavailable`.
+    async fn confirm_empty(&self, what: &str) -> Result<()> {
+        let client = self.client().await?;
+        let request = GetLoadStateRequest::builder()
+            .collection_name(self.collection())
+            .build()
+            .map_err(|e| self.err(what, &e))?;
+        let load = client
+            .get_load_state(request)
+            .await
+            .map_err(|e| self.err(what, &e))?;
+        match load.state() {
+            LoadState::Loaded => Ok(()),
+            other => Err(Error::unavailable(
+                self.name(),
+                format!(
+                    "{what}: an empty answer while collection {} is {other:?}: not trusted \
+                     (Milvus answers with no rows while a collection is being released); load \
+                     the collection again",
+                    self.collection()
+                ),
+            )),
+        }
+    }
+
     async fn health_inner(&self) -> Result<HealthReport> {
         let started = Instant::now();
         let client = self.client().await?;
@@ -928,11 +978,23 @@ impl MilvusStore {
                         ),
                     ));
                 }
-                other => {
-                    return Err(Error::internal(
+                LoadState::NotLoad => {
+                    return Err(Error::unavailable(
                         self.name(),
                         format!(
-                            "collection {} is {other:?}: run ensure_schema to create and load it",
+                            "collection {} is not loaded (released): load it again \
+                             (`load_collection`, or pymilvus `Collection(name).load()`)",
+                            self.collection()
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(Error::unavailable(
+                        self.name(),
+                        format!(
+                            "collection {} is {other:?} (dropped or renamed behind the store): \
+                             restore it, or let ensure_schema create it again and resync it \
+                             from another store",
                             self.collection()
                         ),
                     ));
@@ -984,11 +1046,13 @@ impl VectorStore for MilvusStore {
         if filter == CollectionFilter::Nothing {
             return Ok(Vec::new());
         }
-        self.within(
-            "recall",
-            self.inner.config.timeout(),
-            self.recall_inner(&spec, query, &filter),
-        )
+        self.within("recall", self.inner.config.timeout(), async {
+            let hits = self.recall_inner(&spec, query, &filter).await?;
+            if hits.is_empty() {
+                self.confirm_empty("recall").await?;
+            }
+            Ok(hits)
+        })
         .await
     }
 
@@ -1006,22 +1070,26 @@ impl VectorStore for MilvusStore {
     async fn count(&self, scope: &CountScope) -> Result<u64> {
         validate::check_count(scope)?;
         self.spec()?;
-        self.within(
-            "count",
-            self.inner.config.timeout(),
-            self.count_inner(scope),
-        )
+        self.within("count", self.inner.config.timeout(), async {
+            let n = self.count_inner(scope).await?;
+            if n == 0 {
+                self.confirm_empty("count").await?;
+            }
+            Ok(n)
+        })
         .await
     }
 
     async fn scan(&self, request: &ScanRequest) -> Result<ScanPage> {
         validate::check_scan(request)?;
         self.spec()?;
-        self.within(
-            "scan",
-            self.inner.config.timeout(),
-            self.scan_inner(request),
-        )
+        self.within("scan", self.inner.config.timeout(), async {
+            let page = self.scan_inner(request).await?;
+            if page.records.is_empty() {
+                self.confirm_empty("scan").await?;
+            }
+            Ok(page)
+        })
         .await
     }
 

@@ -559,3 +559,55 @@ impl Drop for Relay {
         self.task.abort();
     }
 }
+
+/// A released collection (an operator's `release`, or Milvus after a
+/// failed load): every read is `Unavailable` — the store cannot serve, the
+/// manager fails over — and `health()` says so and names the fix; loaded
+/// again, the store serves. Per collection, so it runs beside other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_collection_is_unavailable_and_health_sees_it() {
+    let Some(url) = common::milvus_url("released_collection_is_unavailable_and_health_sees_it")
+    else {
+        return;
+    };
+    let t = fresh(&url, "released", IndexSpec::new(4, Metric::Cosine)).await;
+    let s = &t.store;
+    let collection = s.config().collection.clone();
+    s.upsert(&[record("a", "t", "d", "c", vec![1.0, 0.0, 0.0, 0.0])])
+        .await
+        .unwrap();
+    let report = s.health().await.unwrap();
+    assert!(report.detail.contains("(loaded)"), "{}", report.detail);
+    let q = RecallQuery {
+        team_id: "t".into(),
+        dataset_ids: vec!["d".into()],
+        vector: vec![1.0, 0.0, 0.0, 0.0],
+        limit: 3,
+        ..Default::default()
+    };
+
+    common::set_loaded(&url, &collection, false).await;
+    let err = s.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("not loaded"), "{err}");
+    assert!(err.to_string().contains("load it again"), "{err}");
+    let err = s.recall(&q).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(
+        kind(s.count(&CountScope::default()).await),
+        ErrorKind::Unavailable
+    );
+
+    common::set_loaded(&url, &collection, true).await;
+    s.health().await.unwrap();
+    assert_eq!(s.recall(&q).await.unwrap().len(), 1);
+
+    // Dropped behind the store's back: missing, Unavailable, naming the fix.
+    let other = MilvusStore::connect(common::config(&url, &collection)).unwrap();
+    other.drop_collection().await.unwrap();
+    let err = s.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("ensure_schema"), "{err}");
+    let err = s.recall(&q).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}

@@ -78,3 +78,28 @@ pub fn drop_collections(url: &str, collections: Vec<String>) {
     });
     let _ = worker.join();
 }
+
+/// Releases (`loaded == false`) or loads (and waits for) `collection`, as an
+/// operator would, with the SDK directly.
+pub async fn set_loaded(url: &str, collection: &str, loaded: bool) {
+    use milvus::v2::prelude::{
+        ClientV2, ConnectConfig, LoadCollectionRequest, ReleaseCollectionRequest,
+    };
+    let client = ClientV2::new(&ConnectConfig::new().uri(url.to_owned()))
+        .await
+        .expect("connect to Milvus");
+    if loaded {
+        let request = LoadCollectionRequest::builder()
+            .collection_name(collection)
+            .sync(true)
+            .build()
+            .expect("load request");
+        client.load_collection(request).await.expect("load");
+    } else {
+        let request = ReleaseCollectionRequest::builder()
+            .collection_name(collection)
+            .build()
+            .expect("release request");
+        client.release_collection(request).await.expect("release");
+    }
+}
