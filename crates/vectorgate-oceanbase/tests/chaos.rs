@@ -227,3 +227,319 @@ async fn chaos_oceanbase_sigkill_fails_over_to_embedded_and_back() {
         log.wrong
     );
 }
+
+/// Renames `from` back to `to` when dropped (if `from` exists), from a
+/// thread of its own, so a failing test never leaves the table away.
+struct RenameBackOnDrop {
+    url: String,
+    from: String,
+    to: String,
+}
+
+impl RenameBackOnDrop {
+    async fn rename_back(url: &str, from: &str, to: &str) -> Result<(), String> {
+        let pool = raw_pool(url);
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(from)
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        if exists > 0 {
+            use sqlx::Executor;
+            pool.execute(sqlx::AssertSqlSafe(format!(
+                "RENAME TABLE `{from}` TO `{to}`"
+            )))
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        pool.close().await;
+        Ok(())
+    }
+}
+
+impl Drop for RenameBackOnDrop {
+    fn drop(&mut self) {
+        let (url, from, to) = (self.url.clone(), self.from.clone(), self.to.clone());
+        let joined = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            runtime.block_on(Self::rename_back(&url, &from, &to))
+        })
+        .join();
+        let (from, to) = (&self.from, &self.to);
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("RENAME BACK FAILED ({from} -> {to}), fix by hand: {e}"),
+            Err(_) => eprintln!("RENAME BACK PANICKED ({from} -> {to}), fix by hand"),
+        }
+    }
+}
+
+fn raw_pool(url: &str) -> sqlx::MySqlPool {
+    let options: sqlx::mysql::MySqlConnectOptions = url.parse().unwrap();
+    sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.collation("utf8mb4_general_ci"))
+}
+
+/// Every id of `team` in `store`, walking `scan`.
+async fn team_ids(store: &dyn VectorStore, team: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .scan(&vectorgate::ScanRequest {
+                after_id: cursor,
+                team_id: Some(team.to_owned()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        out.extend(page.records.into_iter().map(|r| r.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// A gray failure under mixed load: the store's table is renamed away for
+/// ~5 s (every call gets error 1146, the probe reports it missing), then
+/// back. A manager over [OceanBase, embedded] with a journal must fail over
+/// without a failed call, keep every acknowledged write and delete in both
+/// stores, and give traffic back to OceanBase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use vectorgate::{CountScope, DeleteSelector};
+    const TEST: &str = "chaos_oceanbase_table_renamed_no_call_fails_no_write_lost";
+    const TEAMS: usize = 2;
+    let Some(url) = common::url_or_skip(TEST) else {
+        return;
+    };
+    let table = common::unique_table();
+    let spec = IndexSpec::new(DIM as u32, Metric::Cosine);
+    let ob = Arc::new(
+        OceanBaseStore::connect(OceanBaseConfig {
+            pool_max_connections: 4,
+            connect_timeout_ms: 1000,
+            acquire_timeout_ms: 1000,
+            statement_timeout_ms: 2000,
+            ..OceanBaseConfig::new(OB, &url).with_table(table.clone())
+        })
+        .await
+        .unwrap(),
+    );
+    let _rename_back = RenameBackOnDrop {
+        url: url.clone(),
+        from: format!("{table}_away"),
+        to: table.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(
+        EmbeddedStore::open(EmbeddedConfig::new(LOCAL, dir.path().join("vectors.db")))
+            .await
+            .unwrap(),
+    );
+    local.ensure_schema(&spec).await.unwrap();
+    let mut config = ManagerConfig::new(spec).with_journal(dir.path().join("journal.db"));
+    config.health.probe_interval_ms = 200;
+    config.health.probe_timeout_ms = 1000;
+    config.breaker.open_ms = 1000;
+    config.retry.attempt_timeout_ms = 2000;
+    let manager = Arc::new(
+        VectorManager::start(
+            config,
+            vec![ob.clone() as DynStore, local.clone() as DynStore],
+        )
+        .await
+        .unwrap(),
+    );
+    wait_for(
+        "OceanBase active and every store in sync",
+        Duration::from_secs(60),
+        || {
+            let status = manager.status();
+            status.active.as_deref() == Some(OB) && status.stores.iter().all(|s| s.in_sync)
+        },
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let acked: Arc<tokio::sync::Mutex<(BTreeSet<String>, BTreeSet<String>)>> = Arc::default();
+    let mut load = Vec::new();
+    for writer in 0..2 * TEAMS {
+        let team = writer % TEAMS;
+        let (manager, stop, failed, acked) =
+            (manager.clone(), stop.clone(), failed.clone(), acked.clone());
+        load.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(writer as u64);
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<Record> = (0..5)
+                    .map(|i| Record {
+                        id: format!("w{writer}-{round}-{i}"),
+                        team_id: format!("team{team}"),
+                        dataset_id: format!("ds{}", i % 2),
+                        collection_id: "c".into(),
+                        vector: vector(&mut rng),
+                        created_at_ms: 1_700_000_000_000,
+                        payload: None,
+                    })
+                    .collect();
+                match manager.upsert(&batch).await {
+                    Ok(outcome) => acked.lock().await.0.extend(outcome.ids),
+                    Err(error) => {
+                        eprintln!("upsert failed: {error}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if round % 3 == 2 {
+                    let gone: Vec<String> = (0..2)
+                        .map(|i| format!("w{writer}-{}-{i}", round - 2))
+                        .collect();
+                    let selector = DeleteSelector::Ids {
+                        team_id: format!("team{team}"),
+                        ids: gone.clone(),
+                    };
+                    match manager.delete(&selector).await {
+                        Ok(_) => acked.lock().await.1.extend(gone),
+                        Err(error) => {
+                            eprintln!("delete failed: {error}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                round += 1;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }));
+    }
+    for reader in 0..2usize {
+        let (manager, stop, failed) = (manager.clone(), stop.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(100 + reader as u64);
+            let mut i = reader;
+            while !stop.load(Ordering::Relaxed) {
+                let team = format!("team{}", i % TEAMS);
+                let query = RecallQuery {
+                    team_id: team.clone(),
+                    dataset_ids: vec!["ds0".into(), "ds1".into()],
+                    vector: vector(&mut rng),
+                    limit: 5,
+                    ..RecallQuery::default()
+                };
+                if let Err(error) = manager.recall(&query).await {
+                    eprintln!("recall failed: {error}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                let scope = CountScope {
+                    team_id: Some(team),
+                    ..Default::default()
+                };
+                if let Err(error) = manager.count(&scope).await {
+                    eprintln!("count failed: {error}");
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pool = raw_pool(&url);
+    {
+        use sqlx::Executor;
+        pool.execute(sqlx::AssertSqlSafe(format!(
+            "RENAME TABLE `{table}` TO `{table}_away`"
+        )))
+        .await
+        .unwrap();
+    }
+    let renamed = Instant::now();
+    eprintln!("{TEST}: renamed {table} away");
+    wait_for(
+        "the manager to make the embedded store active",
+        Duration::from_secs(10),
+        || manager.status().active.as_deref() == Some(LOCAL),
+    )
+    .await;
+    let failover_took = renamed.elapsed();
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(renamed.elapsed())).await;
+    let status = manager.status();
+    let ob_status = status.store(OB).cloned().unwrap();
+    let probe = ob_status.last_probe_error.clone().unwrap_or_default();
+    eprintln!("{TEST}: OceanBase probe says: {probe}");
+    assert!(probe.contains("is missing"), "{status:?}");
+    assert!(ob_status.lag_entries > 0, "writes journaled: {status:?}");
+    RenameBackOnDrop::rename_back(&url, &format!("{table}_away"), &table)
+        .await
+        .unwrap();
+    let back = Instant::now();
+    wait_for("traffic back on OceanBase", Duration::from_secs(60), || {
+        manager.status().active.as_deref() == Some(OB)
+    })
+    .await;
+    let failback_took = back.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    wait_for("both stores caught up", Duration::from_secs(60), || {
+        manager
+            .status()
+            .stores
+            .iter()
+            .all(|s| s.in_sync && s.lag_entries == 0 && s.dead_letters == 0)
+    })
+    .await;
+    eprintln!(
+        "{TEST}: failover in {failover_took:?}, failback {failback_took:?} after the rename back"
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+    let (written, deleted) = acked.lock().await.clone();
+    assert!(
+        written.len() > 50 && deleted.len() > 5,
+        "{} written, {} deleted",
+        written.len(),
+        deleted.len()
+    );
+    for team in 0..TEAMS {
+        let name = format!("team{team}");
+        let expected: BTreeSet<String> = written
+            .iter()
+            .filter(|id| {
+                let writer: usize = id[1..id.find('-').unwrap()].parse().unwrap();
+                writer % TEAMS == team && !deleted.contains(*id)
+            })
+            .cloned()
+            .collect();
+        for store in [ob.clone() as DynStore, local.clone() as DynStore] {
+            let present = team_ids(store.as_ref(), &name).await;
+            let missing: Vec<_> = expected.difference(&present).take(5).collect();
+            let extra: Vec<_> = present.difference(&expected).take(5).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{} holds exactly the acknowledged state of {name}: {} expected, {} present, \
+                 missing {missing:?}, not expected {extra:?}",
+                store.name(),
+                expected.len(),
+                present.len()
+            );
+        }
+    }
+    assert_eq!(manager.status().active.as_deref(), Some(OB));
+    manager.shutdown().await;
+    ob.drop_table().await.unwrap();
+    pool.close().await;
+}
