@@ -134,9 +134,10 @@ struct Fault {
     undo: Vec<String>,
 }
 
-/// Undoes a fault when dropped (best effort, loudly), so a failing test
-/// never leaves PostgreSQL read-only, a table renamed or a role without
-/// privileges for the tests after it.
+/// Runs its statements as the superuser when dropped (best effort, loudly):
+/// undoes a fault, so a failing test never leaves PostgreSQL read-only, a
+/// table renamed or a role without privileges for the tests after it, and
+/// drops the test's table.
 struct UndoOnDrop {
     url: String,
     undo: Vec<String>,
@@ -212,6 +213,12 @@ async fn gray_failure(name: &str, fault: impl FnOnce(&str, &str) -> Fault) {
         inject,
         undo,
     } = fault(&table, &user_of(&url));
+    // Dropped last (declared first): the table goes whatever happens.
+    let _drop_table = UndoOnDrop {
+        url: url.clone(),
+        undo: vec![format!("DROP TABLE IF EXISTS {table}, {table}_away")],
+        armed: true,
+    };
     // Undo first, in case an earlier run died with the fault in place.
     let mut guard = UndoOnDrop {
         url: url.clone(),
