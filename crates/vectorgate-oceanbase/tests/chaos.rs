@@ -228,54 +228,45 @@ async fn chaos_oceanbase_sigkill_fails_over_to_embedded_and_back() {
     );
 }
 
-/// Renames `from` back to `to` when dropped (if `from` exists), from a
-/// thread of its own, so a failing test never leaves the table away.
-struct RenameBackOnDrop {
+/// Runs its statements as the test's (root) user when dropped, each on its
+/// own and best effort (a statement with nothing to undo just fails), from a
+/// thread of its own: a failing test never leaves the table renamed, the
+/// server read-only or a test user behind.
+struct RootOnDrop {
     url: String,
-    from: String,
-    to: String,
+    statements: Vec<String>,
 }
 
-impl RenameBackOnDrop {
-    async fn rename_back(url: &str, from: &str, to: &str) -> Result<(), String> {
-        let pool = raw_pool(url);
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name = ?",
-        )
-        .bind(from)
-        .fetch_one(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-        if exists > 0 {
-            use sqlx::Executor;
-            pool.execute(sqlx::AssertSqlSafe(format!(
-                "RENAME TABLE `{from}` TO `{to}`"
-            )))
-            .await
-            .map_err(|e| e.to_string())?;
+/// Runs `statements` as the test's (root) user, each on its own; the
+/// errors, if any.
+async fn as_root(url: &str, statements: &[String]) -> Vec<String> {
+    use sqlx::Executor;
+    let pool = raw_pool(url);
+    let mut errors = Vec::new();
+    for statement in statements {
+        if let Err(e) = pool.execute(sqlx::AssertSqlSafe(statement.clone())).await {
+            errors.push(format!("{statement}: {e}"));
         }
-        pool.close().await;
-        Ok(())
     }
+    pool.close().await;
+    errors
 }
 
-impl Drop for RenameBackOnDrop {
+impl Drop for RootOnDrop {
     fn drop(&mut self) {
-        let (url, from, to) = (self.url.clone(), self.from.clone(), self.to.clone());
+        let (url, statements) = (self.url.clone(), self.statements.clone());
         let joined = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            runtime.block_on(Self::rename_back(&url, &from, &to))
+            runtime.block_on(as_root(&url, &statements))
         })
         .join();
-        let (from, to) = (&self.from, &self.to);
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("RENAME BACK FAILED ({from} -> {to}), fix by hand: {e}"),
-            Err(_) => eprintln!("RENAME BACK PANICKED ({from} -> {to}), fix by hand"),
+        if let Ok(errors) = joined {
+            for error in errors {
+                eprintln!("cleanup (may be nothing to undo): {error}");
+            }
         }
     }
 }
@@ -309,22 +300,64 @@ async fn team_ids(store: &dyn VectorStore, team: &str) -> std::collections::BTre
     }
 }
 
-/// A gray failure under mixed load: the store's table is renamed away for
-/// ~5 s (every call gets error 1146, the probe reports it missing), then
-/// back. A manager over [OceanBase, embedded] with a journal must fail over
+/// A fault of the server, as root statements, and how to undo it.
+struct Fault {
+    /// Connect the store as this user (`user:password`) instead of root.
+    user: Option<&'static str>,
+    /// Before the manager starts (grants for `user`).
+    setup: Vec<String>,
+    inject: Vec<String>,
+    undo: Vec<String>,
+    /// After the test, whatever happens (drop `user`).
+    cleanup: Vec<String>,
+    /// What the health probe must report while the fault lasts.
+    probe_says: &'static str,
+}
+
+/// The manager over [OceanBase, embedded] with a journal under mixed load
+/// (4 writers upserting and deleting, 2 readers recalling and counting, 2
+/// teams) while `fault` lasts ~5 s, then is undone. It must fail over
 /// without a failed call, keep every acknowledged write and delete in both
 /// stores, and give traffic back to OceanBase.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
+async fn gray_failure(test: &str, fault: impl FnOnce(&str, &str) -> Fault) {
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use vectorgate::{CountScope, DeleteSelector};
-    const TEST: &str = "chaos_oceanbase_table_renamed_no_call_fails_no_write_lost";
     const TEAMS: usize = 2;
-    let Some(url) = common::url_or_skip(TEST) else {
+    let Some(url) = common::url_or_skip(test) else {
         return;
     };
     let table = common::unique_table();
+    let database: String = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
+        .fetch_one(&raw_pool(&url))
+        .await
+        .unwrap();
+    let fault = fault(&table, &database);
+    let _cleanup = RootOnDrop {
+        url: url.clone(),
+        statements: fault
+            .cleanup
+            .iter()
+            .cloned()
+            .chain([format!("DROP TABLE IF EXISTS `{table}`")])
+            .collect(),
+    };
+    let _undo = RootOnDrop {
+        url: url.clone(),
+        statements: fault.undo.clone(),
+    };
+    let errors = as_root(&url, &fault.setup).await;
+    assert!(errors.is_empty(), "setup: {errors:?}");
+    let store_url = match fault.user {
+        None => url.clone(),
+        Some(credentials) => {
+            let Some((_, host)) = url.strip_prefix("mysql://").and_then(|r| r.split_once('@'))
+            else {
+                panic!("{url}: expected mysql://user@host/db");
+            };
+            format!("mysql://{credentials}@{host}")
+        }
+    };
     let spec = IndexSpec::new(DIM as u32, Metric::Cosine);
     let ob = Arc::new(
         OceanBaseStore::connect(OceanBaseConfig {
@@ -332,16 +365,11 @@ async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
             connect_timeout_ms: 1000,
             acquire_timeout_ms: 1000,
             statement_timeout_ms: 2000,
-            ..OceanBaseConfig::new(OB, &url).with_table(table.clone())
+            ..OceanBaseConfig::new(OB, &store_url).with_table(table.clone())
         })
         .await
         .unwrap(),
     );
-    let _rename_back = RenameBackOnDrop {
-        url: url.clone(),
-        from: format!("{table}_away"),
-        to: table.clone(),
-    };
     let dir = tempfile::tempdir().unwrap();
     let local = Arc::new(
         EmbeddedStore::open(EmbeddedConfig::new(LOCAL, dir.path().join("vectors.db")))
@@ -456,17 +484,10 @@ async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
     }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pool = raw_pool(&url);
-    {
-        use sqlx::Executor;
-        pool.execute(sqlx::AssertSqlSafe(format!(
-            "RENAME TABLE `{table}` TO `{table}_away`"
-        )))
-        .await
-        .unwrap();
-    }
+    let errors = as_root(&url, &fault.inject).await;
+    assert!(errors.is_empty(), "inject: {errors:?}");
     let renamed = Instant::now();
-    eprintln!("{TEST}: renamed {table} away");
+    eprintln!("{test}: fault injected: {:?}", fault.inject);
     wait_for(
         "the manager to make the embedded store active",
         Duration::from_secs(10),
@@ -478,12 +499,11 @@ async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
     let status = manager.status();
     let ob_status = status.store(OB).cloned().unwrap();
     let probe = ob_status.last_probe_error.clone().unwrap_or_default();
-    eprintln!("{TEST}: OceanBase probe says: {probe}");
-    assert!(probe.contains("is missing"), "{status:?}");
+    eprintln!("{test}: OceanBase probe says: {probe}");
+    assert!(probe.contains(fault.probe_says), "{status:?}");
     assert!(ob_status.lag_entries > 0, "writes journaled: {status:?}");
-    RenameBackOnDrop::rename_back(&url, &format!("{table}_away"), &table)
-        .await
-        .unwrap();
+    let errors = as_root(&url, &fault.undo).await;
+    assert!(errors.is_empty(), "undo: {errors:?}");
     let back = Instant::now();
     wait_for("traffic back on OceanBase", Duration::from_secs(60), || {
         manager.status().active.as_deref() == Some(OB)
@@ -503,9 +523,7 @@ async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
             .all(|s| s.in_sync && s.lag_entries == 0 && s.dead_letters == 0)
     })
     .await;
-    eprintln!(
-        "{TEST}: failover in {failover_took:?}, failback {failback_took:?} after the rename back"
-    );
+    eprintln!("{test}: failover in {failover_took:?}, failback {failback_took:?} after the undo");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
     let (written, deleted) = acked.lock().await.clone();
     assert!(
@@ -541,5 +559,47 @@ async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
     assert_eq!(manager.status().active.as_deref(), Some(OB));
     manager.shutdown().await;
     ob.drop_table().await.unwrap();
-    pool.close().await;
+}
+
+/// The store's table renamed away (every call gets error 1146, the probe
+/// reports it missing) and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_oceanbase_table_renamed_no_call_fails_no_write_lost() {
+    gray_failure(
+        "chaos_oceanbase_table_renamed_no_call_fails_no_write_lost",
+        |table, _database| Fault {
+            user: None,
+            setup: Vec::new(),
+            inject: vec![format!("RENAME TABLE `{table}` TO `{table}_away`")],
+            undo: vec![format!("RENAME TABLE `{table}_away` TO `{table}`")],
+            cleanup: vec![format!("DROP TABLE IF EXISTS `{table}_away`")],
+            probe_says: "is missing",
+        },
+    )
+    .await;
+}
+
+/// The server made read-only (`SET GLOBAL read_only = ON`, what a
+/// switchover to a standby looks like) for a store whose user, like an
+/// application's, has no SUPER privilege: writes get error 1290, the probe
+/// reports read_only; reads still work. Then writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_oceanbase_read_only_no_call_fails_no_write_lost() {
+    const USER: &str = "vgt_gray_app";
+    gray_failure(
+        "chaos_oceanbase_read_only_no_call_fails_no_write_lost",
+        |_table, database| Fault {
+            user: Some("vgt_gray_app:vgt_gray_pw"),
+            setup: vec![
+                format!("DROP USER IF EXISTS '{USER}'@'%'"),
+                format!("CREATE USER '{USER}'@'%' IDENTIFIED BY 'vgt_gray_pw'"),
+                format!("GRANT ALL PRIVILEGES ON `{database}`.* TO '{USER}'@'%'"),
+            ],
+            inject: vec!["SET GLOBAL read_only = ON".into()],
+            undo: vec!["SET GLOBAL read_only = OFF".into()],
+            cleanup: vec![format!("DROP USER IF EXISTS '{USER}'@'%'")],
+            probe_says: "read_only is on",
+        },
+    )
+    .await;
 }
