@@ -58,6 +58,10 @@ pub enum Target {
     Writes,
     /// `recall`, `count` and `scan` only.
     Reads,
+    /// A store-wide refusal of writes (read-only after a switchover, disk
+    /// full, privileges revoked): `upsert`, `delete`, `ensure_schema` and
+    /// `health` (a real backend's health check sees it), reads pass.
+    ReadOnly,
 }
 
 #[derive(Debug)]
@@ -69,6 +73,9 @@ struct Plan {
     scheduled: BTreeMap<(Instant, u64), Fault>,
     sequence: u64,
     one_off: Option<(u32, ErrorKind)>,
+    /// Record-level refusal: an upsert carrying a record whose payload has
+    /// this key is refused as invalid, and nothing of it is applied.
+    refuse_key: Option<String>,
 }
 
 /// Counts of calls that reached the wrapper.
@@ -108,6 +115,7 @@ impl FaultyStore {
                 scheduled: BTreeMap::new(),
                 sequence: 0,
                 one_off: None,
+                refuse_key: None,
             }),
             counters: Counters::default(),
         })
@@ -133,6 +141,13 @@ impl FaultyStore {
         self.plan.lock().target = target;
     }
 
+    /// Record-level refusal, as a backend that cannot hold some value: an
+    /// upsert with a record whose payload has key `key` fails with
+    /// `InvalidInput` and applies nothing. `None` accepts everything again.
+    pub fn refuse_payload_key(&self, key: Option<&str>) {
+        self.plan.lock().refuse_key = key.map(str::to_owned);
+    }
+
     /// The next `n` calls fail with `kind`, whatever else is set.
     pub fn fail_next(&self, n: u32, kind: ErrorKind) {
         self.plan.lock().one_off = Some((n, kind));
@@ -155,12 +170,18 @@ impl FaultyStore {
 
     /// The fault in force now.
     pub fn current(&self) -> Fault {
-        self.decide(Instant::now(), Target::All)
+        self.decide(Instant::now(), Call::Schema)
     }
 
-    fn decide(&self, now: Instant, call: Target) -> Fault {
+    fn decide(&self, now: Instant, call: Call) -> Fault {
         let mut plan = self.plan.lock();
-        if plan.target != Target::All && plan.target != call {
+        let applies = match plan.target {
+            Target::All => true,
+            Target::Writes => call == Call::Write,
+            Target::Reads => call == Call::Read,
+            Target::ReadOnly => call != Call::Read,
+        };
+        if !applies {
             return Fault::None;
         }
         while let Some(entry) = plan.scheduled.first_entry() {
@@ -207,12 +228,7 @@ impl FaultyStore {
         };
         counter.fetch_add(1, Ordering::SeqCst);
         let name = self.inner.name();
-        let target = match kind {
-            Call::Write => Target::Writes,
-            Call::Read => Target::Reads,
-            Call::Health | Call::Schema => Target::All,
-        };
-        match self.decide(Instant::now(), target) {
+        match self.decide(Instant::now(), kind) {
             Fault::None | Fault::Flap { .. } => {}
             Fault::Fail(kind) => return Err(injected(name, kind)),
             Fault::Delay(delay) => tokio::time::sleep(delay).await,
@@ -260,6 +276,27 @@ impl VectorStore for FaultyStore {
             .await
     }
     async fn upsert(&self, records: &[Record]) -> Result<UpsertOutcome> {
+        let refused = {
+            let plan = self.plan.lock();
+            plan.refuse_key.as_ref().and_then(|key| {
+                records.iter().position(|r| {
+                    r.payload
+                        .as_ref()
+                        .and_then(|p| p.as_object())
+                        .is_some_and(|p| p.contains_key(key))
+                })
+            })
+        };
+        if let Some(i) = refused {
+            return self
+                .gate(Call::Write, async {
+                    Err(Error::invalid(
+                        format!("records[{i}].payload"),
+                        "injected record-level refusal: this store cannot hold the value",
+                    ))
+                })
+                .await;
+        }
         self.gate(Call::Write, self.inner.upsert(records)).await
     }
     async fn recall(&self, query: &RecallQuery) -> Result<Vec<Hit>> {

@@ -305,20 +305,23 @@ impl Journal {
     }
 
     /// Appends `ops` in one durable transaction; returns their sequence
-    /// numbers, in order. When this returns, the writes survive a crash.
-    pub fn append(&mut self, ops: &[&WriteOp], at_ms: i64) -> Result<Vec<u64>> {
+    /// numbers, in order, and the bytes they take. When this returns, the
+    /// writes survive a crash.
+    pub fn append(&mut self, ops: &[&WriteOp], at_ms: i64) -> Result<(Vec<u64>, u64)> {
         JournalFaults::take(&self.faults.append, "journal append")?;
         let tx = self
             .conn
             .transaction()
             .map_err(|e| db_error("journal append", e))?;
         let mut seqs = Vec::with_capacity(ops.len());
+        let mut bytes = 0u64;
         {
             let mut insert = tx
                 .prepare_cached("INSERT INTO entries (at_ms, kind, body) VALUES (?1, ?2, ?3)")
                 .map_err(|e| db_error("journal append", e))?;
             for op in ops {
                 let (kind, body) = encode(op)?;
+                bytes += body.len() as u64;
                 insert
                     .execute(params![at_ms, kind, body])
                     .map_err(|e| db_error("journal append", e))?;
@@ -329,27 +332,32 @@ impl Journal {
             }
         }
         tx.commit().map_err(|e| db_error("journal commit", e))?;
-        Ok(seqs)
+        Ok((seqs, bytes))
     }
 
     /// Removes entries that no store applied (writes refused by the store
     /// that served them, or that no store could apply), so no store ever
-    /// sees them. All or none.
-    pub fn remove(&mut self, seqs: &[u64]) -> Result<()> {
+    /// sees them. All or none. Returns the bytes removed.
+    pub fn remove(&mut self, seqs: &[u64]) -> Result<u64> {
         let tx = self
             .conn
             .transaction()
             .map_err(|e| db_error("journal remove", e))?;
+        let mut bytes = 0u64;
         {
             let mut stmt = tx
-                .prepare_cached("DELETE FROM entries WHERE seq = ?1")
+                .prepare_cached("DELETE FROM entries WHERE seq = ?1 RETURNING length(body)")
                 .map_err(|e| db_error("journal remove", e))?;
             for seq in seqs {
-                stmt.execute(params![to_i64(*seq)])
+                let removed: Option<i64> = stmt
+                    .query_row(params![to_i64(*seq)], |row| row.get(0))
+                    .optional()
                     .map_err(|e| db_error("journal remove", e))?;
+                bytes += removed.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
             }
         }
-        tx.commit().map_err(|e| db_error("journal remove", e))
+        tx.commit().map_err(|e| db_error("journal remove", e))?;
+        Ok(bytes)
     }
 
     /// Entries with `after < seq <= through`, in order, stopping once
@@ -685,7 +693,10 @@ mod tests {
         });
         {
             let mut journal = Journal::open(&path).unwrap();
-            assert_eq!(journal.append(&[&upsert, &delete], 7).unwrap(), vec![1, 2]);
+            assert_eq!(
+                journal.append(&[&upsert, &delete], 7).unwrap().0,
+                vec![1, 2]
+            );
             journal.save_cursors(&[("pg", 1), ("local", 2)]).unwrap();
             journal.save_cursors(&[("pg", 0)]).unwrap();
         }
@@ -708,7 +719,7 @@ mod tests {
         assert_eq!(journal.trim(2).unwrap().0, 2);
         assert_eq!(journal.size().unwrap().0, 0);
         assert_eq!(journal.last_seq().unwrap(), 2, "numbers are never reused");
-        assert_eq!(journal.append(&[&delete], 8).unwrap(), vec![3]);
+        assert_eq!(journal.append(&[&delete], 8).unwrap().0, vec![3]);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct ResyncOptions {
     pub checkpoint: Option<PathBuf>,
     /// Attempts per page on transient errors before giving up. Default 5.
     pub attempts: u32,
+    /// One store call slower than this counts as a transient error (a hung
+    /// store must not stall a resync forever). Default 30 s.
+    pub call_timeout: Duration,
 }
 
 impl Default for ResyncOptions {
@@ -43,6 +46,7 @@ impl Default for ResyncOptions {
             page_size: 1000,
             checkpoint: None,
             attempts: 5,
+            call_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -145,7 +149,7 @@ fn save_checkpoint(path: &Path, progress: &ResyncProgress) -> Result<()> {
 }
 
 /// Retries a call on transient errors, with doubling waits.
-async fn with_retries<T, F, Fut>(attempts: u32, mut call: F) -> Result<T>
+async fn with_retries<T, F, Fut>(options: &ResyncOptions, mut call: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -153,8 +157,19 @@ where
     let mut wait = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
-        match call().await {
-            Err(error) if error.is_retriable() && attempt < attempts => {
+        let outcome = tokio::time::timeout(options.call_timeout, call())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::timeout(
+                    "resync",
+                    format!(
+                        "a store call took over {} ms",
+                        options.call_timeout.as_millis()
+                    ),
+                ))
+            });
+        match outcome {
+            Err(error) if error.is_retriable() && attempt < options.attempts => {
                 tracing::warn!(%error, attempt, "resync: transient error, retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
@@ -181,7 +196,7 @@ async fn delete_extras(
             limit: options.page_size,
             ..Default::default()
         };
-        let page = with_retries(options.attempts, || to.scan(&request)).await?;
+        let page = with_retries(options, || to.scan(&request)).await?;
         let mut extras: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         let mut past_end = false;
         for record in &page.records {
@@ -202,7 +217,7 @@ async fn delete_extras(
                     team_id: team_id.clone(),
                     ids: ids.to_vec(),
                 };
-                with_retries(options.attempts, || to.delete(&selector)).await?;
+                with_retries(options, || to.delete(&selector)).await?;
             }
         }
         match page.next_cursor {
@@ -217,7 +232,7 @@ pub async fn compare_counts(
     from: &dyn VectorStore,
     to: &dyn VectorStore,
     teams: &[String],
-    attempts: u32,
+    options: &ResyncOptions,
 ) -> Result<Vec<TeamCount>> {
     let mut counts = Vec::with_capacity(teams.len());
     for team in teams {
@@ -227,8 +242,8 @@ pub async fn compare_counts(
         };
         counts.push(TeamCount {
             team_id: team.clone(),
-            source: with_retries(attempts, || from.count(&scope)).await?,
-            target: with_retries(attempts, || to.count(&scope)).await?,
+            source: with_retries(options, || from.count(&scope)).await?,
+            target: with_retries(options, || to.count(&scope)).await?,
         });
     }
     Ok(counts)
@@ -263,7 +278,7 @@ pub async fn copy_store(
             ResyncProgress {
                 from: from.name().to_owned(),
                 to: to.name().to_owned(),
-                total: with_retries(options.attempts, || from.count(&everything)).await?,
+                total: with_retries(options, || from.count(&everything)).await?,
                 ..Default::default()
             }
         }
@@ -276,7 +291,7 @@ pub async fn copy_store(
             with_vectors: true,
             ..Default::default()
         };
-        let page = with_retries(options.attempts, || from.scan(&request)).await?;
+        let page = with_retries(options, || from.scan(&request)).await?;
         let through = if page.next_cursor.is_none() {
             None
         } else {
@@ -292,7 +307,7 @@ pub async fn copy_store(
         )
         .await?;
         if !page.records.is_empty() {
-            with_retries(options.attempts, || to.upsert(&page.records)).await?;
+            with_retries(options, || to.upsert(&page.records)).await?;
             copied_now += page.records.len() as u64;
             progress.copied += page.records.len() as u64;
             progress
@@ -315,7 +330,7 @@ pub async fn copy_store(
     }
 
     let teams: Vec<String> = progress.teams.iter().cloned().collect();
-    let teams = compare_counts(from, to, &teams, options.attempts).await?;
+    let teams = compare_counts(from, to, &teams, options).await?;
     Ok(ResyncReport {
         copied_now,
         copied: progress.copied,

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     avoidable_stale_reads: AtomicU64,
     /// Backoff jitter (seedable, for reproducible tests).
     jitter: Mutex<rand::rngs::StdRng>,
+    /// Held while a resync runs (one at a time).
+    resync_lock: tokio::sync::Mutex<()>,
 }
 
 /// The failover manager. Implements [`VectorStore`], so a service can put it
@@ -200,6 +202,7 @@ impl VectorManager {
             stale_reads: AtomicU64::new(0),
             avoidable_stale_reads: AtomicU64::new(0),
             jitter: Mutex::new(jitter),
+            resync_lock: tokio::sync::Mutex::new(()),
         });
         if let Some(restored) = restored {
             inner.hold_new_stores(&restored).await?;

@@ -349,6 +349,15 @@ impl Replication {
         self.journal_bytes.load(Ordering::Relaxed)
     }
 
+    /// Entries of this many bytes left the journal.
+    fn forget_bytes(&self, bytes: u64) {
+        let _ = self
+            .journal_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+    }
+
     pub(crate) fn journal_faults(&self) -> Arc<JournalFaults> {
         self.faults.clone()
     }
@@ -410,40 +419,44 @@ impl Inner {
 
     /// Before a read on `index`: wait (bounded) until that store applied
     /// every committed write, so a client reads its own acknowledged writes.
-    pub(crate) async fn catch_up_for_read(&self, index: usize, deadline: Instant) {
+    /// Returns `false` if it did not catch up in time.
+    pub(crate) async fn catch_up_for_read(&self, index: usize, deadline: Instant) -> bool {
         let Some(replication) = &self.replication else {
-            return;
+            return true;
         };
         let target = replication.committed();
         let replica = &replication.replicas[index];
         if replica.cursor() >= target {
-            return;
+            return true;
         }
         replica.wake.notify_one();
         let wait = Duration::from_millis(self.config.replication.catchup_wait_ms);
         let until = (Instant::now() + wait).min(deadline);
         let mut cursor = replica.cursor.subscribe();
         let caught_up = tokio::time::timeout_at(until, cursor.wait_for(|c| *c >= target)).await;
-        if !matches!(caught_up, Ok(Ok(_))) {
-            // Was another store able to answer with everything applied? Then
-            // routing chose wrong: counted apart, and tests require 0.
-            let avoidable = (0..self.slots.len()).any(|other| {
-                other != index
-                    && replication.replicas[other].cursor() >= target
-                    && replication.replicas[other]
-                        .dead_letters
-                        .load(Ordering::Relaxed)
-                        == 0
-                    && self.usable(other)
-            });
-            self.stale_reads.fetch_add(1, Ordering::Relaxed);
-            if avoidable {
-                self.avoidable_stale_reads.fetch_add(1, Ordering::Relaxed);
-            }
-            metrics::counter!("vectorgate_stale_reads_total", "store" => self.slots[index].name.clone())
-                .increment(1);
-            tracing::debug!(store = %self.slots[index].name, target, avoidable, "read served before the store caught up");
+        matches!(caught_up, Ok(Ok(_)))
+    }
+
+    /// True when the store has applied every committed write and refused none.
+    pub(crate) fn caught_up(&self, index: usize) -> bool {
+        self.replication.as_ref().is_none_or(|r| {
+            let replica = &r.replicas[index];
+            replica.cursor() >= r.committed() && replica.dead_letters.load(Ordering::Relaxed) == 0
+        })
+    }
+
+    /// A read was answered by `index` before it caught up: counted, and
+    /// counted apart if another store could have answered it fully.
+    pub(crate) fn record_stale_read(&self, index: usize) {
+        let avoidable = (0..self.slots.len())
+            .any(|other| other != index && self.caught_up(other) && self.usable(other));
+        self.stale_reads.fetch_add(1, Ordering::Relaxed);
+        if avoidable {
+            self.avoidable_stale_reads.fetch_add(1, Ordering::Relaxed);
         }
+        metrics::counter!("vectorgate_stale_reads_total", "store" => self.slots[index].name.clone())
+            .increment(1);
+        tracing::debug!(store = %self.slots[index].name, avoidable, "read served before the store caught up");
     }
 
     /// Applies committed entries through `target` to store `index`, in
@@ -465,7 +478,18 @@ impl Inner {
         let replica = &replication.replicas[index];
         let slot = &self.slots[index];
         let parallelism = self.config.replication.apply_parallelism;
-        let _guard = replica.apply.lock().await;
+        // Another applier (a replicator stuck on a hung store) may hold the
+        // store: waiting for it is bounded like a store call.
+        let Ok(_guard) = tokio::time::timeout(budget.call_timeout, replica.apply.lock()).await
+        else {
+            return Err(Error::timeout(
+                &slot.name,
+                format!(
+                    "another apply to this store did not finish within {} ms",
+                    budget.call_timeout.as_millis()
+                ),
+            ));
+        };
         let applied = |entry: &Entry, deleted: u64| {
             if let Some(log) = log {
                 log.record(entry.seq, deleted);
@@ -521,6 +545,8 @@ impl Inner {
                     Err(error) if error.is_retriable() => return Err(error),
                     Err(error) => {
                         if let [entry] = entries.as_slice() {
+                            // Everything before it is applied or was removed.
+                            replica.advance(entry.seq - 1);
                             return Ok(Applied::Refused {
                                 seq: entry.seq,
                                 error,
@@ -541,6 +567,7 @@ impl Inner {
                                 Ok(deleted) => applied(entry, deleted),
                                 Err(e) if e.is_retriable() => return Err(e),
                                 Err(e) => {
+                                    replica.advance(entry.seq - 1);
                                     return Ok(Applied::Refused {
                                         seq: entry.seq,
                                         error: e,
@@ -625,8 +652,7 @@ impl Inner {
             let ops = ops.clone();
             blocking(&replication.journal, move |j| {
                 let refs: Vec<&WriteOp> = ops.iter().collect();
-                let bytes: u64 = ops.iter().map(WriteOp::approx_bytes).sum();
-                Ok((j.append(&refs, at_ms)?, bytes))
+                j.append(&refs, at_ms)
             })
             .await
         };
@@ -695,7 +721,10 @@ impl Inner {
             })
             .await
             {
-                Ok(()) => true,
+                Ok(bytes) => {
+                    replication.forget_bytes(bytes);
+                    true
+                }
                 Err(error) => {
                     tracing::error!(%error, "could not take back writes no store applied; they stay journaled and are applied once a store recovers");
                     false
@@ -819,7 +848,8 @@ impl Inner {
                     // The serving store refused a write nobody applied: the
                     // caller gets the error and no store ever sees it.
                     match blocking(&replication.journal, move |j| j.remove(&[seq])).await {
-                        Ok(()) => {
+                        Ok(bytes) => {
+                            replication.forget_bytes(bytes);
                             tracing::info!(store = %routed.served_by, seq, %error, "write refused by the serving store; removed from the journal");
                             entries.remove(pos);
                             refused.insert(seq, error);
@@ -939,13 +969,7 @@ impl Inner {
                     tracing::warn!(%error, "could not persist journal cursors; retried with the next write");
                 }
                 match trimmed {
-                    Ok((_, bytes)) => {
-                        let _ = replication.journal_bytes.fetch_update(
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                            |b| Some(b.saturating_sub(bytes)),
-                        );
-                    }
+                    Ok((_, bytes)) => replication.forget_bytes(bytes),
                     Err(error) => {
                         tracing::warn!(%error, "could not trim the journal; retried with the next write")
                     }
@@ -1243,6 +1267,39 @@ impl Inner {
         if from == to {
             return Err(Error::invalid("to", "must be another store than `from`"));
         }
+        // One resync at a time: two could hold each other's source.
+        let Ok(_one) = self.resync_lock.try_lock() else {
+            return Err(Error::invalid(
+                "to",
+                "another resync is running; wait for it to finish",
+            ));
+        };
+        if self
+            .replication
+            .as_ref()
+            .is_some_and(|r| r.replicas[from].dead_letters.load(Ordering::Relaxed) > 0)
+        {
+            return Err(Error::invalid(
+                "from",
+                format!(
+                    "{} has dead letters (writes it refused): it lacks them, so it cannot be the source; re-drive or discard them first",
+                    self.slots[from].name
+                ),
+            ));
+        }
+        if self.is_held(from) {
+            return Err(Error::invalid(
+                "from",
+                format!(
+                    "{} is held out of rotation itself ({}); copy from a store that is in sync",
+                    self.slots[from].name,
+                    self.replication
+                        .as_ref()
+                        .and_then(|r| r.replicas[from].hold_reason.lock().clone())
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         let was_drained = {
             let mut state = self.slots[to].state.lock();
             std::mem::replace(&mut state.drained, true)
@@ -1295,7 +1352,13 @@ impl Inner {
         .await;
         replica.cursor.send_modify(|c| *c = floor);
         drop(guard);
-        let report = report?;
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                replica.floor.store(u64::MAX, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
         // Catch the target up, then check the stores agree before it serves.
         let teams: Vec<String> = report.teams.iter().map(|t| t.team_id.clone()).collect();
         let verified = self.verify_after_resync(from, to, options, &teams).await;
@@ -1350,7 +1413,7 @@ impl Inner {
                 self.slots[from].store.as_ref(),
                 self.slots[to].store.as_ref(),
                 teams,
-                options.attempts,
+                options,
             )
             .await?;
             if replication.committed() != target {

@@ -5,7 +5,9 @@
 //! - candidates are the stores in priority order (a forced store first),
 //!   minus drained stores; with replication on, stores in sync with the
 //!   journal come before stores still catching up;
-//! - before a read, the store applies every acknowledged write (bounded wait);
+//! - for a read, stores that have applied every acknowledged write come
+//!   first; a store still behind applies them before it answers (bounded
+//!   wait; an answer given before is counted as stale);
 //! - a store is used only while its breaker is closed and its schema is ready;
 //! - on a retriable error (`Unavailable`, `Timeout`, including the manager's own
 //!   per-attempt timeout) the same store is retried up to `retry.attempts`
@@ -72,7 +74,12 @@ impl Inner {
         async {
             let mut failures: Vec<StoreFailure> = Vec::new();
             let mut previous: Option<&str> = None;
-            let order = self.candidates();
+            let mut order = self.candidates();
+            if op.is_read() {
+                // A store that has applied every write answers before one
+                // still catching up (stable: priority order within each).
+                order.sort_by_key(|i| !self.caught_up(*i));
+            }
             for (position, &index) in order.iter().enumerate() {
                 let slot = &self.slots[index];
                 if let Some(reason) = self.unusable_reason(index) {
@@ -103,9 +110,7 @@ impl Inner {
                         break;
                     }
                     attempts += 1;
-                    if op.is_read() {
-                        self.catch_up_for_read(index, deadline).await;
-                    }
+                    let fresh = !op.is_read() || self.catch_up_for_read(index, deadline).await;
                     let now = Instant::now();
                     if now >= deadline {
                         break;
@@ -126,6 +131,9 @@ impl Inner {
                     match outcome {
                         Ok(value) => {
                             self.record_call(index, false);
+                            if !fresh {
+                                self.record_stale_read(index);
+                            }
                             return Ok(Routed {
                                 value,
                                 served_by: slot.name.clone(),
