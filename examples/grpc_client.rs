@@ -119,7 +119,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let upserted = client
-        .upsert(UpsertRequest { records })
+        .upsert(UpsertRequest {
+            records,
+            ..Default::default()
+        })
         .await
         .map_err(failed("Upsert"))?
         .into_inner();

@@ -95,13 +95,13 @@ pub struct Args {
 
 /// Restarts PostgreSQL when dropped while armed: on `?`, Ctrl-C (which the
 /// run turns into an error) and panics alike.
-struct RestartGuard {
-    script: PathBuf,
-    armed: bool,
+pub(crate) struct RestartGuard {
+    pub(crate) script: PathBuf,
+    pub(crate) armed: bool,
 }
 
 impl RestartGuard {
-    fn restart(&mut self) -> Result<(), String> {
+    pub(crate) fn restart(&mut self) -> Result<(), String> {
         let outcome = restart_postgres(&self.script);
         if outcome.is_ok() {
             self.armed = false;
@@ -145,7 +145,7 @@ fn restart_postgres(script: &Path) -> Result<(), String> {
     }
 }
 
-fn postmaster_pid(explicit: Option<&Path>) -> Result<String, String> {
+pub(crate) fn postmaster_pid(explicit: Option<&Path>) -> Result<String, String> {
     let file = match explicit {
         Some(path) => path.to_path_buf(),
         None => {
@@ -173,7 +173,7 @@ fn postmaster_pid(explicit: Option<&Path>) -> Result<String, String> {
     Ok(pid)
 }
 
-fn kill_postgres(explicit: Option<&Path>) -> Result<String, String> {
+pub(crate) fn kill_postgres(explicit: Option<&Path>) -> Result<String, String> {
     let pid = postmaster_pid(explicit)?;
     let status = std::process::Command::new("kill")
         .args(["-KILL", &pid])
@@ -187,7 +187,7 @@ fn kill_postgres(explicit: Option<&Path>) -> Result<String, String> {
 }
 
 /// Test runs on this machine that may be using the shared PostgreSQL.
-fn running_tests() -> Vec<String> {
+pub(crate) fn running_tests() -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
@@ -326,7 +326,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn drop_table_when_back(pg: &vectorgate_pg::PgStore) -> Result<(), String> {
+pub(crate) async fn drop_table_when_back(pg: &vectorgate_pg::PgStore) -> Result<(), String> {
     let mut last = String::new();
     for _ in 0..30 {
         match pg.drop_table().await {

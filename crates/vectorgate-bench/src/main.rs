@@ -7,6 +7,7 @@
 //! cargo run --release -p vectorgate-bench -- overhead
 //! cargo run --release -p vectorgate-bench -- failover
 //! cargo run --release -p vectorgate-bench -- backends
+//! cargo run --release -p vectorgate-bench -- soak
 //! ```
 //!
 //! Each benchmark prints a table and writes JSON under `bench-results/`
@@ -20,6 +21,7 @@ mod load;
 mod overhead;
 mod replication;
 mod report;
+mod soak;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +48,10 @@ enum Command {
     Failover(failover::Args),
     /// Recall QPS and recall@k of every backend on the same data.
     Backends(backends::Args),
+    /// Constant mixed load for a long time with PostgreSQL killed every few
+    /// minutes: memory, journal size and tasks, minute by minute.
+    /// Kills the machine's PostgreSQL (and restarts it).
+    Soak(soak::Args),
 }
 
 #[tokio::main]
@@ -56,6 +62,7 @@ async fn main() {
         Command::Overhead(args) => overhead::run(args).await,
         Command::Failover(args) => failover::run(args).await,
         Command::Backends(args) => backends::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     };
     if let Err(error) = result {
         eprintln!("error: {error}");

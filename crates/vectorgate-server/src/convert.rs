@@ -7,6 +7,7 @@
 
 use crate::proto;
 use prost::Message;
+use sha2::Digest;
 use tonic::Status;
 use vectorgate::{
     BreakerState, CountScope, DeleteSelector, Error, Hit, ManagerStatus, RecallQuery, Record,
@@ -363,5 +364,96 @@ mod tests {
         assert_eq!(ids.len(), 100);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert!(scan_messages(Vec::new(), 1024).is_empty());
+    }
+}
+
+/// Gives the records without an id an id derived from (team, `request_id`,
+/// position): a retried request writes the same records again instead of
+/// new copies. The id is a UUID (version 8) made of a SHA-256 digest.
+pub(crate) fn ids_from_request_id(records: &mut [Record], request_id: &str) -> Result<(), Error> {
+    let valid = !request_id.is_empty()
+        && request_id.len() <= 128
+        && request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if !valid {
+        return Err(Error::invalid(
+            "request_id",
+            "must be 1..=128 bytes of [A-Za-z0-9._:-]",
+        ));
+    }
+    for (position, record) in records.iter_mut().enumerate() {
+        if !record.id.is_empty() {
+            continue;
+        }
+        let mut digest = sha2::Sha256::new();
+        for part in [record.team_id.as_bytes(), request_id.as_bytes()] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        digest.update((position as u64).to_le_bytes());
+        let hash = digest.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hash[..16]);
+        bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8
+        bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        record.id = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    fn blank(team: &str) -> Record {
+        Record {
+            id: String::new(),
+            team_id: team.into(),
+            dataset_id: "d".into(),
+            collection_id: "c".into(),
+            vector: vec![1.0],
+            created_at_ms: 1,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_gets_the_same_ids_and_other_requests_other_ids() {
+        let mut first = vec![blank("a"), blank("a")];
+        let mut retry = first.clone();
+        ids_from_request_id(&mut first, "req-1").unwrap();
+        ids_from_request_id(&mut retry, "req-1").unwrap();
+        assert_eq!(first, retry);
+        assert_ne!(first[0].id, first[1].id, "positions differ");
+        assert!(
+            vectorgate::validate::is_valid_id(&first[0].id),
+            "{}",
+            first[0].id
+        );
+        let mut other = vec![blank("a")];
+        ids_from_request_id(&mut other, "req-2").unwrap();
+        assert_ne!(other[0].id, first[0].id);
+        let mut other_team = vec![blank("b")];
+        ids_from_request_id(&mut other_team, "req-1").unwrap();
+        assert_ne!(
+            other_team[0].id, first[0].id,
+            "teams never share derived ids"
+        );
+        let mut kept = vec![Record {
+            id: "mine".into(),
+            ..blank("a")
+        }];
+        ids_from_request_id(&mut kept, "req-1").unwrap();
+        assert_eq!(kept[0].id, "mine");
+        assert!(ids_from_request_id(&mut kept, "bad id").is_err());
     }
 }

@@ -2,6 +2,9 @@
 //! the request into the library's model, and lets the manager validate and
 //! route it.
 
+// tonic's handlers and streams return `Result<_, Status>`; `Status` is large.
+#![allow(clippy::result_large_err)]
+
 use crate::auth::{Access, Role, authorize};
 use crate::convert::{self, to_status};
 use crate::proto::vector_service_server::VectorService;
@@ -9,9 +12,12 @@ use crate::proto::{
     CountRequest, CountResponse, DeleteRequest, DeleteResponse, RecallRequest, RecallResponse,
     ScanRequest, ScanResponse, UpsertRequest, UpsertResponse,
 };
+use futures_util::stream::{self, Stream, StreamExt};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -20,6 +26,19 @@ use vectorgate::{VectorManager, VectorStore};
 /// Scan messages buffered between the store walk and the client: the walk
 /// waits (backpressure) while the client does not read.
 const SCAN_BUFFER: usize = 2;
+
+/// A scan whose client reads nothing for this long is closed and its task
+/// ends; the client then gets `DEADLINE_EXCEEDED`, never a short result
+/// that looks complete.
+pub(crate) const SCAN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a client that stopped reading a scan gets once it reads again.
+fn scan_idle_error() -> Result<ScanResponse, Status> {
+    Err(Status::deadline_exceeded(format!(
+        "the scan was closed: the client read nothing for {} s",
+        SCAN_IDLE_TIMEOUT.as_secs()
+    )))
+}
 
 /// The `VectorService` implementation.
 #[derive(Debug, Clone)]
@@ -97,8 +116,12 @@ impl VectorService for VectorApi {
                     .iter()
                     .map(|r| Access::Team(&r.team_id)),
             )?;
-            let records =
-                convert::records_from_proto(request.into_inner().records).map_err(to_status)?;
+            let request = request.into_inner();
+            let mut records = convert::records_from_proto(request.records).map_err(to_status)?;
+            if !request.request_id.is_empty() {
+                convert::ids_from_request_id(&mut records, &request.request_id)
+                    .map_err(to_status)?;
+            }
             let outcome = self
                 .manager
                 .upsert(&records)
@@ -173,7 +196,7 @@ impl VectorService for VectorApi {
         .await
     }
 
-    type ScanStream = ReceiverStream<Result<ScanResponse, Status>>;
+    type ScanStream = Pin<Box<dyn Stream<Item = Result<ScanResponse, Status>> + Send>>;
 
     /// Reads the first page here, so that a bad request fails the call
     /// itself; a task then walks the remaining pages into a bounded channel.
@@ -195,15 +218,28 @@ impl VectorService for VectorApi {
             let (tx, rx) = mpsc::channel(SCAN_BUFFER);
             let manager = Arc::clone(&self.manager);
             let max_bytes = self.scan_message_bytes;
+            let idle = Arc::new(AtomicBool::new(false));
+            let idle_flag = Arc::clone(&idle);
             tokio::spawn(async move {
                 let mut page = first;
                 loop {
                     for message in
                         convert::scan_messages(std::mem::take(&mut page.records), max_bytes)
                     {
-                        if tx.send(Ok(message)).await.is_err() {
-                            tracing::debug!("scan client went away");
-                            return;
+                        match tokio::time::timeout(SCAN_IDLE_TIMEOUT, tx.send(Ok(message))).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                tracing::debug!("scan client went away");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(
+                                    idle_s = SCAN_IDLE_TIMEOUT.as_secs(),
+                                    "scan client read nothing for too long; stream closed"
+                                );
+                                idle_flag.store(true, Ordering::SeqCst);
+                                return;
+                            }
                         }
                     }
                     let Some(cursor) = page.next_cursor.take() else {
@@ -220,7 +256,13 @@ impl VectorService for VectorApi {
                     };
                 }
             });
-            Ok(Response::new(ReceiverStream::new(rx)))
+            // After the last message: an error if the walk gave up on an
+            // idle client, so a truncated stream never looks complete.
+            let tail = stream::once(async move { idle.load(Ordering::SeqCst) })
+                .filter(|idle| std::future::ready(*idle))
+                .map(|_| scan_idle_error());
+            let stream: Self::ScanStream = Box::pin(ReceiverStream::new(rx).chain(tail));
+            Ok(Response::new(stream))
         })
         .await
     }

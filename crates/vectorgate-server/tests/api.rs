@@ -35,7 +35,10 @@ async fn every_rpc_round_trips() {
     ];
     // "a" twice: the last one wins.
     let ids = client
-        .upsert(UpsertRequest { records })
+        .upsert(UpsertRequest {
+            records,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -163,7 +166,13 @@ async fn scan_streams_every_page() {
         })
         .collect();
     records.push(record("other", "t2", "d1", "c1", 99));
-    client.upsert(UpsertRequest { records }).await.unwrap();
+    client
+        .upsert(UpsertRequest {
+            records,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
 
     // 26 records, 4 per page: 7 pages, each id once, in order.
     let (messages, all) = scan_all(&mut client, ScanRequest::default()).await;
@@ -225,7 +234,10 @@ async fn invalid_arguments_name_the_field_and_change_nothing() {
         records: Vec<Record>,
     ) -> tonic::Status {
         client
-            .upsert(UpsertRequest { records })
+            .upsert(UpsertRequest {
+                records,
+                ..Default::default()
+            })
             .await
             .expect_err("the upsert must fail")
     }
@@ -374,4 +386,48 @@ async fn invalid_arguments_name_the_field_and_change_nothing() {
         .into_inner()
         .count;
     assert_eq!(total, 0);
+}
+
+/// An id-less upsert sent again with the same `request_id` (a client retry
+/// after a lost answer) writes the same records, not copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_upsert_with_a_request_id_writes_no_copies() {
+    let server = Server::start(None, &[]);
+    let mut client = server.vectors().await;
+    let request = || UpsertRequest {
+        records: vec![
+            record("", "t1", "d1", "c1", 1),
+            record("", "t1", "d1", "c1", 2),
+            record("kept", "t1", "d1", "c1", 3),
+        ],
+        request_id: "import-7:batch-3".into(),
+    };
+    let first = client.upsert(request()).await.unwrap().into_inner().ids;
+    let again = client.upsert(request()).await.unwrap().into_inner().ids;
+    assert_eq!(first, again, "the retry got the same ids");
+    assert_eq!(first[2], "kept");
+    assert_ne!(first[0], first[1]);
+    let counted = client
+        .count(count("t1", "", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(counted, 3, "no copies");
+    // Without a request id, a retry is a new write.
+    let mut plain = request();
+    plain.request_id.clear();
+    client.upsert(plain).await.unwrap();
+    let counted = client
+        .count(count("t1", "", ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(counted, 5);
+    let mut bad = request();
+    bad.request_id = "has spaces".into();
+    let error = client.upsert(bad).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert!(error.message().starts_with("request_id"), "{error:?}");
 }

@@ -83,6 +83,7 @@ async fn keys_roles_and_teams_are_enforced() {
     let mut client = server.vectors().await;
     let upsert = |team: &str| UpsertRequest {
         records: vec![record("r1", team, "d1", "c1", 1)],
+        ..Default::default()
     };
     fn code_of<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
         match r {
@@ -130,6 +131,7 @@ async fn keys_roles_and_teams_are_enforced() {
             record("m1", "t1", "d1", "c1", 1),
             record("m2", "t2", "d1", "c1", 2),
         ],
+        ..Default::default()
     };
     assert_eq!(
         code_of(client.upsert(req(mixed, Some(WRITER_T1))).await),

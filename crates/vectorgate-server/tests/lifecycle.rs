@@ -71,6 +71,7 @@ async fn env_vars_override_the_file_and_flags_override_env() {
     let status = client
         .upsert(UpsertRequest {
             records: vec![record("e1", "t1", "d1", "c1", 1)],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -85,6 +86,7 @@ async fn env_vars_override_the_file_and_flags_override_env() {
     client
         .upsert(UpsertRequest {
             records: vec![zero],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -147,6 +149,7 @@ async fn health_reflection_and_metrics() {
     client
         .upsert(UpsertRequest {
             records: vec![record("m1", "t1", "d1", "c1", 1)],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -193,6 +196,7 @@ name = "secondary"
     client
         .upsert(UpsertRequest {
             records: vec![record("x", "t1", "d1", "c1", 1)],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -292,7 +296,13 @@ async fn fill_for_a_long_scan(server: &Server) {
                 r
             })
             .collect();
-        client.upsert(UpsertRequest { records }).await.unwrap();
+        client
+            .upsert(UpsertRequest {
+                records,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
 }
 

@@ -107,6 +107,7 @@ name = "local"
     client
         .upsert(UpsertRequest {
             records: vec![first, record("p2", "t1", "d1", "c1", 2)],
+            ..Default::default()
         })
         .await
         .unwrap();

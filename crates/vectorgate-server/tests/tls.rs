@@ -59,6 +59,7 @@ role = "admin"
         .upsert(common::req(
             UpsertRequest {
                 records: vec![record("tls1", "t1", "d1", "c1", 1)],
+                ..Default::default()
             },
             Some("tls-key"),
         ))

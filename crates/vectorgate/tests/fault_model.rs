@@ -713,8 +713,24 @@ impl Sim {
         }
         let (_, avoidable) = self.manager.stale_reads();
         if avoidable > 0 {
+            let status = self.manager.status();
+            let stores: Vec<String> = status
+                .stores
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}: {:?} in_sync={} lag={} dead={} held={}",
+                        s.name,
+                        s.breaker,
+                        s.in_sync,
+                        s.lag_entries,
+                        s.dead_letters,
+                        s.resync_pending
+                    )
+                })
+                .collect();
             return Err(format!(
-                "{avoidable} read(s) answered stale while another store had every write applied"
+                "{avoidable} read(s) answered stale while another store had every write applied (now: {stores:?})"
             ));
         }
         Ok(())

@@ -443,8 +443,8 @@ impl Inner {
     /// - The journal already has writes: every new store is held until a
     ///   resync fills it.
     /// - A fresh journal (a new deployment): if some store already holds
-    ///   records, every store but the first of those is held (empty or
-    ///   unreachable ones cannot be known to match it).
+    ///   records, every other store whose record count differs from the
+    ///   first of those (or that cannot be counted) is held.
     async fn hold_new_stores(&self, restored: &replication::Restored) -> Result<()> {
         let new: Vec<usize> = (0..self.slots.len())
             .filter(|i| restored.cursors[*i].is_none() && !self.is_held(*i))
@@ -462,28 +462,34 @@ impl Inner {
             ))
         } else {
             let limit = Duration::from_millis(self.config.retry.deadline_ms);
-            let mut holding = Vec::new();
+            let everything = crate::model::CountScope::default();
+            let mut counts = Vec::new();
             for slot in &self.slots {
-                let probe = crate::model::ScanRequest {
-                    limit: 1,
-                    ..Default::default()
-                };
-                let found = match tokio::time::timeout(limit, slot.store.scan(&probe)).await {
-                    Ok(Ok(page)) => Some(!page.records.is_empty()),
+                let count = match tokio::time::timeout(limit, slot.store.count(&everything)).await {
+                    Ok(Ok(n)) => Some(n),
                     _ => None,
                 };
-                holding.push(found);
+                counts.push(count);
             }
-            holding.iter().position(|h| *h == Some(true)).map(|source| {
-                let held: Vec<usize> = new.iter().copied().filter(|i| *i != source).collect();
-                (
-                    held,
-                    format!(
-                        "a new journal, and {} already holds records that this store may lack: copy them with `vectorgate resync --from {}`",
-                        self.slots[source].name, self.slots[source].name
-                    ),
-                )
-            })
+            counts
+                .iter()
+                .position(|c| c.is_some_and(|n| n > 0))
+                .map(|source| {
+                    let held: Vec<usize> = new
+                        .iter()
+                        .copied()
+                        .filter(|i| *i != source && counts[*i] != counts[source])
+                        .collect();
+                    (
+                        held,
+                        format!(
+                            "a new journal, and {} already holds {} records while this store holds another number (or could not be counted): copy them with `vectorgate resync --from {}`",
+                            self.slots[source].name,
+                            counts[source].unwrap_or(0),
+                            self.slots[source].name
+                        ),
+                    )
+                })
         };
         if let Some((held, reason)) = reason {
             for index in held {

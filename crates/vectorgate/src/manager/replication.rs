@@ -446,10 +446,12 @@ impl Inner {
     }
 
     /// A read was answered by `index` before it caught up: counted, and
-    /// counted apart if another store could have answered it fully.
-    pub(crate) fn record_stale_read(&self, index: usize) {
-        let avoidable = (0..self.slots.len())
-            .any(|other| other != index && self.caught_up(other) && self.usable(other));
+    /// counted apart if a store not `tried` for this read could have
+    /// answered it fully.
+    pub(crate) fn record_stale_read(&self, index: usize, tried: &[usize]) {
+        let avoidable = (0..self.slots.len()).any(|other| {
+            other != index && !tried.contains(&other) && self.caught_up(other) && self.usable(other)
+        });
         self.stale_reads.fetch_add(1, Ordering::Relaxed);
         if avoidable {
             self.avoidable_stale_reads.fetch_add(1, Ordering::Relaxed);

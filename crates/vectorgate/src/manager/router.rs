@@ -132,7 +132,7 @@ impl Inner {
                         Ok(value) => {
                             self.record_call(index, false);
                             if !fresh {
-                                self.record_stale_read(index);
+                                self.record_stale_read(index, &order[..position]);
                             }
                             return Ok(Routed {
                                 value,
