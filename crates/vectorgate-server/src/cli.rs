@@ -614,7 +614,11 @@ pub fn status_table(status: &StatusResponse) -> String {
                 },
                 lag,
                 s.dead_letters.to_string(),
-                s.last_probe_error.clone(),
+                if s.resync_pending && !s.hold_reason.is_empty() {
+                    format!("held: {}", s.hold_reason)
+                } else {
+                    s.last_probe_error.clone()
+                },
             ]
         })
         .collect();

@@ -237,6 +237,7 @@ fn store_status_to_proto(store: &StoreStatus) -> proto::StoreStatus {
         lag_seconds: store.lag_seconds.unwrap_or(0.0),
         dead_letters: store.dead_letters,
         resync_pending: store.resync_pending,
+        hold_reason: store.hold_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -110,6 +110,8 @@ pub struct StoreReadiness {
     pub dead_letters: u64,
     /// Held out of rotation until a resync into it finishes.
     pub resync_pending: bool,
+    /// Why it is held.
+    pub hold_reason: Option<String>,
 }
 
 /// Readiness from a manager status.
@@ -144,6 +146,7 @@ pub fn readiness(status: &ManagerStatus, draining: bool) -> Readiness {
                 lag_seconds: s.lag_seconds.unwrap_or(0.0),
                 dead_letters: s.dead_letters,
                 resync_pending: s.resync_pending,
+                hold_reason: s.hold_reason.clone(),
             })
             .collect(),
     }
