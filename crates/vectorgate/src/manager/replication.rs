@@ -173,6 +173,9 @@ pub(crate) struct Replication {
     queue: mpsc::Sender<Pending>,
     queue_bytes: Arc<Semaphore>,
     queue_units: u32,
+    /// Held by the writer for each group commit; a resync's final check
+    /// holds it to compare stores that no write is moving.
+    writer_gate: tokio::sync::Mutex<()>,
     /// Bytes of entries in the journal (approximate: trims subtract what they delete).
     journal_bytes: AtomicU64,
     pub(crate) replicas: Vec<Replica>,
@@ -299,6 +302,7 @@ impl Replication {
             queue: queue_tx,
             queue_bytes: Arc::new(Semaphore::new(queue_units as usize)),
             queue_units,
+            writer_gate: tokio::sync::Mutex::new(()),
             journal_bytes: AtomicU64::new(bytes),
             replicas,
             receiver: Mutex::new(Some(queue_rx)),
@@ -618,6 +622,7 @@ impl Inner {
                     Err(_) => break,
                 }
             }
+            let _gate = replication.writer_gate.lock().await;
             self.commit_batch(replication, batch).await;
         }
         self.save_cursors().await;
@@ -1380,9 +1385,11 @@ impl Inner {
         Ok(crate::resync::ResyncReport { teams, ..report })
     }
 
-    /// After a copy: replays the journal into `to` until both stores are at
-    /// the same sequence, then compares per-team counts; a few tries, since
-    /// live writes move both.
+    /// After a copy: replays the journal into `to`, then, with the writer
+    /// paused (for the length of a count per team), brings it to the
+    /// committed sequence and compares its per-team counts with a store
+    /// that has applied every write (the source, unless it is behind). A
+    /// few tries.
     async fn verify_after_resync(
         &self,
         from: usize,
@@ -1395,32 +1402,57 @@ impl Inner {
             chunks: usize::MAX,
             call_timeout: Duration::from_millis(self.config.retry.deadline_ms),
         };
+        let limit = Duration::from_millis(self.config.retry.deadline_ms);
         let mut last = None;
-        for _ in 0..10 {
+        for _ in 0..5 {
+            // Catch the target up while writes go on.
             let target = replication.committed();
-            match self.apply_through(to, target, &[], budget, None).await? {
-                Applied::Done => {}
-                Applied::Refused { seq, error } => {
-                    self.dead_letter(replication, to, seq, &error, 1).await;
-                    continue;
-                }
-            }
-            if replication.replicas[from].cursor() < target
-                || replication.replicas[to].cursor() < target
+            if let Applied::Refused { seq, error } =
+                self.apply_through(to, target, &[], budget, None).await?
             {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.dead_letter(replication, to, seq, &error, 1).await;
                 continue;
             }
+            // Then pause the writer for the final comparison: no write may
+            // land on one store and not yet on the other while counting.
+            let Ok(_paused) = tokio::time::timeout(limit, replication.writer_gate.lock()).await
+            else {
+                continue;
+            };
+            let target = replication.committed();
+            if let Applied::Refused { seq, error } =
+                self.apply_through(to, target, &[], budget, None).await?
+            {
+                drop(_paused);
+                self.dead_letter(replication, to, seq, &error, 1).await;
+                continue;
+            }
+            // Compare with a store that has every write: the source, or,
+            // if it is behind (e.g. it refuses writes), one that is not.
+            let reference = std::iter::once(from).chain(0..self.slots.len()).find(|i| {
+                *i != to
+                    && !self.is_held(*i)
+                    && replication.replicas[*i].cursor() >= target
+                    && replication.replicas[*i]
+                        .dead_letters
+                        .load(Ordering::Relaxed)
+                        == 0
+            });
+            let Some(reference) = reference else {
+                drop(_paused);
+                last = Some(vec![
+                    "no store had applied every write to compare with".to_owned(),
+                ]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             let teams = crate::resync::compare_counts(
-                self.slots[from].store.as_ref(),
+                self.slots[reference].store.as_ref(),
                 self.slots[to].store.as_ref(),
                 teams,
                 options,
             )
             .await?;
-            if replication.committed() != target {
-                continue;
-            }
             let differ: Vec<String> = teams
                 .iter()
                 .filter(|t| t.source != t.target)

@@ -5,9 +5,10 @@
 //! - candidates are the stores in priority order (a forced store first),
 //!   minus drained stores; with replication on, stores in sync with the
 //!   journal come before stores still catching up;
-//! - for a read, stores that have applied every acknowledged write come
-//!   first; a store still behind applies them before it answers (bounded
-//!   wait; an answer given before is counted as stale);
+//! - stores that have applied every acknowledged write come first (a forced
+//!   store too is used first only once caught up); a store still behind
+//!   applies them before it answers a read (bounded wait; an answer given
+//!   before is counted as stale) or before it takes a write (inline);
 //! - a store is used only while its breaker is closed and its schema is ready;
 //! - on a retriable error (`Unavailable`, `Timeout`, including the manager's own
 //!   per-attempt timeout) the same store is retried up to `retry.attempts`
@@ -74,12 +75,11 @@ impl Inner {
         async {
             let mut failures: Vec<StoreFailure> = Vec::new();
             let mut previous: Option<&str> = None;
+            // A store that has applied every write comes before one still
+            // catching up (stable: priority order within each): a read is
+            // answered without waiting, a write without replaying a gap.
             let mut order = self.candidates();
-            if op.is_read() {
-                // A store that has applied every write answers before one
-                // still catching up (stable: priority order within each).
-                order.sort_by_key(|i| !self.caught_up(*i));
-            }
+            order.sort_by_key(|i| !self.caught_up(*i));
             for (position, &index) in order.iter().enumerate() {
                 let slot = &self.slots[index];
                 if let Some(reason) = self.unusable_reason(index) {
