@@ -484,17 +484,31 @@ impl Inner {
         let replica = &replication.replicas[index];
         let slot = &self.slots[index];
         let parallelism = self.config.replication.apply_parallelism;
-        // Another applier (a replicator stuck on a hung store) may hold the
-        // store: waiting for it is bounded like a store call.
-        let Ok(_guard) = tokio::time::timeout(budget.call_timeout, replica.apply.lock()).await
-        else {
-            return Err(Error::timeout(
-                &slot.name,
-                format!(
-                    "another apply to this store did not finish within {} ms",
-                    budget.call_timeout.as_millis()
-                ),
-            ));
+        // Another applier may hold the store: a replicator replaying a
+        // backlog (waited for as long as it makes progress: it applies what
+        // this call needs first) or one stuck on a hung store (given up on
+        // after one call timeout without progress).
+        let _guard = {
+            let mut progress = replica.cursor.subscribe();
+            let lock = replica.apply.lock();
+            tokio::pin!(lock);
+            loop {
+                tokio::select! {
+                    biased;
+                    guard = &mut lock => break guard,
+                    changed = tokio::time::timeout(budget.call_timeout, progress.changed()) => {
+                        if !matches!(changed, Ok(Ok(()))) {
+                            return Err(Error::timeout(
+                                &slot.name,
+                                format!(
+                                    "another apply to this store made no progress for {} ms",
+                                    budget.call_timeout.as_millis()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
         };
         let applied = |entry: &Entry, deleted: u64| {
             if let Some(log) = log {
