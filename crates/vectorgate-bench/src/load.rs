@@ -178,6 +178,34 @@ async fn report_index_progress(url: String, table: String) {
     }
 }
 
+/// The PostgreSQL table `table` and an embedded store in `dir`, both
+/// holding records `0..records` of `corpus`: the pair the failover and
+/// soak benchmarks run the manager over.
+pub async fn prepare_pair(
+    pg_url: &str,
+    table: &str,
+    spec: &vectorgate::IndexSpec,
+    corpus: &Corpus,
+    records: usize,
+    dir: &std::path::Path,
+) -> Result<(PgStore, DynStore), String> {
+    let pg = prepare_pg(pg_url, table, spec, corpus, records)
+        .await?
+        .store;
+    let embedded = vectorgate_embedded::EmbeddedStore::open(
+        vectorgate_embedded::EmbeddedConfig::new("embedded", dir.join("embedded.db")),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    embedded
+        .ensure_schema(spec)
+        .await
+        .map_err(|e| e.to_string())?;
+    let embedded: DynStore = Arc::new(embedded);
+    load_store(&embedded, corpus, records, 1).await?;
+    Ok((pg, embedded))
+}
+
 /// Upserts records `0..records` of `corpus` into `store`, `parallel`
 /// batches at a time, printing progress about every 10%.
 pub async fn load_store(

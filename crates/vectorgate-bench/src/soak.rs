@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use vectorgate::{
     DeleteSelector, DynStore, IndexSpec, ManagerConfig, Metric, VectorManager, VectorStore,
 };
-use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 
 /// Options of `vectorgate-bench soak`.
 #[derive(ClapArgs, Debug, Clone)]
@@ -121,21 +120,15 @@ pub async fn run(args: Args) -> Result<(), String> {
         "soak: {} min, {} calls/s, PostgreSQL killed every {} min for {} s ({} records × dim {} loaded into both stores first)",
         args.minutes, args.rate, args.kill_every, args.outage, args.records, args.dim
     );
-    let pg = load::prepare_pg(&args.pg_url, &table, &spec, &corpus, args.records)
-        .await?
-        .store;
-    let embedded = EmbeddedStore::open(EmbeddedConfig::new(
-        "embedded",
-        dir.path().join("embedded.db"),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    embedded
-        .ensure_schema(&spec)
-        .await
-        .map_err(|e| e.to_string())?;
-    let embedded: DynStore = Arc::new(embedded);
-    load::load_store(&embedded, &corpus, args.records, 1).await?;
+    let (pg, embedded) = load::prepare_pair(
+        &args.pg_url,
+        &table,
+        &spec,
+        &corpus,
+        args.records,
+        dir.path(),
+    )
+    .await?;
 
     let mut guard = RestartGuard {
         script: args.services_script.clone(),
