@@ -29,7 +29,10 @@
 //! fails) and prints the seed and the shrunk history. Environment:
 //! `VECTORGATE_MODEL_SEED=N` replays one seed; `VECTORGATE_MODEL_SEEDS=N`
 //! runs N seeds per test function (default 30, 4 functions);
-//! `VECTORGATE_MODEL_STEPS=N` sets the steps per history (default 60).
+//! `VECTORGATE_MODEL_STEPS=N` sets the steps per history (default 60);
+//! `VECTORGATE_MODEL_TRACE=1` prints every step and outcome (with
+//! `--nocapture`); `VECTORGATE_MODEL_KEEP=3,7,9` keeps only those steps of
+//! the seed's history (to replay a shrunk history by hand).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use rand::rngs::StdRng;
