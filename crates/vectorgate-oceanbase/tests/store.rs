@@ -380,7 +380,13 @@ async fn refusals_are_unavailable_and_health_sees_them() {
     assert_eq!(store.count(&all).await.unwrap(), 1);
 
     // A user that may only read the table.
-    let user = format!("vgu_{}", std::process::id());
+    // Unique per run: a name a crashed earlier run left behind, or one
+    // OceanBase's schema cache still remembers right after a DROP, makes
+    // CREATE USER fail with 1396.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let user = format!("vgu_{}_{nanos}", std::process::id());
     let database: String = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
         .fetch_one(&pool)
         .await
@@ -388,11 +394,21 @@ async fn refusals_are_unavailable_and_health_sees_them() {
     pool.execute(AssertSqlSafe(format!("DROP USER IF EXISTS '{user}'@'%'")))
         .await
         .unwrap();
-    pool.execute(AssertSqlSafe(format!(
-        "CREATE USER '{user}'@'%' IDENTIFIED BY 'vgpw'"
-    )))
-    .await
-    .unwrap();
+    let mut created = Err(String::new());
+    for _ in 0..10 {
+        created = pool
+            .execute(AssertSqlSafe(format!(
+                "CREATE USER '{user}'@'%' IDENTIFIED BY 'vgpw'"
+            )))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        if created.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    created.unwrap();
     pool.execute(AssertSqlSafe(format!(
         "GRANT SELECT ON `{database}`.`{table}` TO '{user}'@'%'"
     )))
