@@ -180,7 +180,7 @@ pub struct RecallResponse {
 /// An error answer: `{"error": kind, "message": text}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// `invalid_input`, `unavailable`, `timeout`, `schema_mismatch`, `internal`.
+    /// `invalid_input`, `conflict`, `unavailable`, `timeout`, `schema_mismatch`, `internal`.
     pub error: String,
     /// What went wrong, naming the field for bad input.
     pub message: String,
@@ -190,6 +190,7 @@ pub struct ErrorBody {
 pub fn status_for(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unavailable | ErrorKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::SchemaMismatch | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -22,6 +22,7 @@ pub fn to_status(error: Error) -> Status {
         Error::InvalidInput { field, reason } => {
             Status::invalid_argument(format!("{field}: {reason}"))
         }
+        Error::Conflict { field, reason } => Status::already_exists(format!("{field}: {reason}")),
         Error::Unavailable { .. } | Error::AllStoresFailed(_) => {
             Status::unavailable(error.to_string())
         }

@@ -252,6 +252,10 @@ fn injected(store: &str, kind: ErrorKind) -> Error {
     let message = "injected fault";
     match kind {
         ErrorKind::InvalidInput => Error::invalid("injected", message),
+        ErrorKind::Conflict => Error::Conflict {
+            field: "injected".into(),
+            reason: message.into(),
+        },
         ErrorKind::SchemaMismatch => Error::SchemaMismatch {
             store: store.to_owned(),
             expected: "injected".into(),

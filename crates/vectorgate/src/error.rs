@@ -23,6 +23,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The request names a record another team owns: an upsert of an id that
+    /// another team holds. Ids are unique across teams and a record never
+    /// changes team, so the write was refused as a whole and changed nothing.
+    /// Never retried; the caller picks another id.
+    #[error("conflict: {field}: {reason}")]
+    Conflict {
+        /// The request field at fault, e.g. `records[3].id`.
+        field: String,
+        /// What conflicts, naming the id (never the other team or its data).
+        reason: String,
+    },
+
     /// The store already holds an index with another dimension or metric.
     #[error(
         "schema mismatch in {store}: the store has {found}, the configuration asks for {expected}"
@@ -112,6 +124,8 @@ impl fmt::Display for DisplayFailures<'_> {
 pub enum ErrorKind {
     /// Fix the request.
     InvalidInput,
+    /// Choose another id: this one belongs to another team.
+    Conflict,
     /// Fix the configuration or the store.
     SchemaMismatch,
     /// Try again later or elsewhere.
@@ -127,6 +141,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::SchemaMismatch => "schema_mismatch",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
@@ -141,6 +156,18 @@ impl Error {
         Error::InvalidInput {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// An upsert of `id` (at `field`, e.g. `records[3].id`) that another
+    /// team holds: [`Error::Conflict`] with the wording every backend uses.
+    pub fn id_taken(field: impl Into<String>, id: &str) -> Self {
+        Error::Conflict {
+            field: field.into(),
+            reason: format!(
+                "id {id:?} belongs to another team; ids are unique across teams \
+                 and a record never changes team: choose another id"
+            ),
         }
     }
 
@@ -173,6 +200,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SchemaMismatch { .. } => ErrorKind::SchemaMismatch,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Timeout { .. } => ErrorKind::Timeout,

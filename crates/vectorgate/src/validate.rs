@@ -281,10 +281,21 @@ pub fn prepare_upsert<'a>(
         })
         .collect();
 
-    // Last occurrence of each id wins.
+    // Last occurrence of each id wins; one id under two teams is a request
+    // that contradicts itself (a record never changes team).
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
-        last.insert(id.as_str(), i);
+        if let Some(first) = last.insert(id.as_str(), i) {
+            if records[first].team_id != records[i].team_id {
+                return Err(Error::invalid(
+                    format!("records[{i}].team_id"),
+                    format!(
+                        "id {id:?} also appears at records[{first}] with another team; \
+                         a record belongs to one team"
+                    ),
+                ));
+            }
+        }
     }
     let has_duplicates = last.len() != ids.len();
 
@@ -535,6 +546,16 @@ mod tests {
         assert_eq!(prepared.records[0].created_at_ms, 42);
         assert_eq!(prepared.records[1].vector, vec![1.0, 0.0, 0.0]);
         assert!(matches!(prepared.records, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn prepare_upsert_refuses_one_id_under_two_teams() {
+        let mut other = record("b");
+        other.team_id = "another-team".into();
+        let input = vec![record("a"), record("b"), other];
+        let err = prepare_upsert(&spec(), &input, 42).unwrap_err();
+        assert!(err.to_string().contains("records[1]"), "{err}");
+        assert_eq!(field_of(err), "records[2].team_id");
     }
 
     #[test]
