@@ -71,15 +71,43 @@ pub struct Principal {
     pub teams: Teams,
     /// What it may do.
     pub role: Role,
+    /// The scans the key may have open at once, shared by all its calls.
+    pub scans: ScanSlots,
 }
+
+/// A key's open-scan budget (`limits.max_scans_per_key`).
+#[derive(Debug, Clone)]
+pub struct ScanSlots(Arc<tokio::sync::Semaphore>);
+
+impl ScanSlots {
+    /// Room for `max` open scans.
+    pub fn new(max: u32) -> ScanSlots {
+        ScanSlots(Arc::new(tokio::sync::Semaphore::new(max as usize)))
+    }
+
+    /// A slot held until the scan's stream ends, or `None` when every slot
+    /// is taken (the scan is refused; never queued).
+    pub fn try_open(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
+    }
+}
+
+impl PartialEq for ScanSlots {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ScanSlots {}
 
 impl Principal {
     /// The caller of an open server (no keys configured).
-    pub fn anonymous() -> Principal {
+    pub fn anonymous(max_scans: u32) -> Principal {
         Principal {
             name: "anonymous".to_owned(),
             teams: Teams::All,
             role: Role::Admin,
+            scans: ScanSlots::new(max_scans),
         }
     }
 
@@ -100,13 +128,14 @@ pub enum Access<'a> {
     AllTeams,
 }
 
-/// Checks the caller's role and teams for a request. Call it before
-/// anything else in a handler: a refused request touches no store.
+/// Checks the caller's role and teams for a request, and returns the
+/// caller. Call it before anything else in a handler: a refused request
+/// touches no store.
 pub fn authorize<'a, T>(
     request: &Request<T>,
     role: Role,
     access: impl IntoIterator<Item = Access<'a>>,
-) -> Result<(), Status> {
+) -> Result<Arc<Principal>, Status> {
     let Some(principal) = request.extensions().get::<Arc<Principal>>() else {
         // Only reachable if a service was mounted without the interceptor.
         return Err(Status::unauthenticated("no credentials were checked"));
@@ -134,7 +163,7 @@ pub fn authorize<'a, T>(
             _ => {}
         }
     }
-    Ok(())
+    Ok(Arc::clone(principal))
 }
 
 struct KeyEntry {
@@ -165,8 +194,9 @@ impl fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Builds the key table. Keys were checked by [`crate::config::Config::check`];
-    /// a malformed digest is still refused here.
-    pub fn new(keys: &[ApiKeyConfig]) -> anyhow::Result<Authenticator> {
+    /// a malformed digest is still refused here. Each key (and the anonymous
+    /// caller of an open server) may have `max_scans_per_key` scans open.
+    pub fn new(keys: &[ApiKeyConfig], max_scans_per_key: u32) -> anyhow::Result<Authenticator> {
         let mut entries = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             let Some(digest) = parse_digest(&key.sha256) else {
@@ -188,12 +218,13 @@ impl Authenticator {
                     name,
                     teams,
                     role: key.role,
+                    scans: ScanSlots::new(max_scans_per_key),
                 }),
             });
         }
         Ok(Authenticator {
             keys: entries,
-            anonymous: Arc::new(Principal::anonymous()),
+            anonymous: Arc::new(Principal::anonymous(max_scans_per_key)),
         })
     }
 
@@ -326,11 +357,14 @@ mod tests {
     #[test]
     fn keys_are_checked_and_roles_and_teams_enforced() {
         let auth = Arc::new(
-            Authenticator::new(&[
-                key("reader", &["a"], Role::Read),
-                key("writer", &["a", "b"], Role::Write),
-                key("root", &["*"], Role::Admin),
-            ])
+            Authenticator::new(
+                &[
+                    key("reader", &["a"], Role::Read),
+                    key("writer", &["a", "b"], Role::Write),
+                    key("root", &["*"], Role::Admin),
+                ],
+                4,
+            )
             .unwrap(),
         );
         assert!(!auth.is_open());
@@ -346,8 +380,9 @@ mod tests {
 
         let reader = call(&auth, Some("Bearer reader")).unwrap();
         authorize(&reader, Role::Read, [Access::Team("a")]).unwrap();
-        let denied =
-            |r: Result<(), Status>| assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
+        let denied = |r: Result<Arc<Principal>, Status>| {
+            assert_eq!(r.unwrap_err().code(), Code::PermissionDenied)
+        };
         denied(authorize(&reader, Role::Write, [Access::Team("a")]));
         denied(authorize(&reader, Role::Read, [Access::Team("b")]));
         denied(authorize(&reader, Role::Read, [Access::AllTeams]));
@@ -375,7 +410,7 @@ mod tests {
 
     #[test]
     fn open_server_admits_everyone() {
-        let auth = Arc::new(Authenticator::new(&[]).unwrap());
+        let auth = Arc::new(Authenticator::new(&[], 4).unwrap());
         assert!(auth.is_open());
         let request = call(&auth, None).unwrap();
         authorize(&request, Role::Admin, [Access::AllTeams]).unwrap();

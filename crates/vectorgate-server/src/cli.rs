@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Allow serving without API keys on a non-loopback address.
     #[arg(long, env = "VECTORGATE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Allow /metrics and /readyz on a non-loopback address.
+    #[arg(long, env = "VECTORGATE_INSECURE_METRICS_LISTEN")]
+    pub insecure_metrics_listen: bool,
 }
 
 fn parse_metric(text: &str) -> Result<Metric, String> {
@@ -121,6 +124,7 @@ impl ServeArgs {
             metric: self.metric,
             drain_timeout_ms: self.drain_timeout_ms,
             insecure_no_auth: self.insecure_no_auth,
+            insecure_metrics_listen: self.insecure_metrics_listen,
         });
         Ok(config)
     }
@@ -378,6 +382,7 @@ fn resync_offline(args: &ResyncArgs, path: &std::path::Path) -> anyhow::Result<(
         }
         Err(LockError::Io(error)) => return Err(error),
     };
+    let _journal_lock = crate::server::lock_journal(&config, "resync")?;
     runtime()?.block_on(async {
         let opened = crate::server::open_stores(&config).await?;
         let manager = VectorManager::start(config.manager_config(), opened.clone())

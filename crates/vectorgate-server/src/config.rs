@@ -41,6 +41,10 @@ pub const DEFAULT_SCAN_PAGE_SIZE: u32 = 256;
 /// Default largest `ScanResponse` message, in bytes (a gRPC client's
 /// default receive limit is 4 MiB).
 pub const DEFAULT_SCAN_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Default server-side deadline of a call whose client sends none.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default number of scans one API key may have open at once.
+pub const DEFAULT_MAX_SCANS_PER_KEY: u32 = 4;
 /// Default time in-flight calls get to finish after SIGTERM/SIGINT.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 
@@ -73,6 +77,14 @@ pub struct Config {
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Per-team admission control (concurrency, write rate).
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    /// Serve `/metrics` and `/readyz` on a non-loopback `metrics_listen`.
+    /// They show store names, errors and topology (never credentials):
+    /// expose them only to a private network. Default false.
+    #[serde(default)]
+    pub insecure_metrics_listen: bool,
     /// Stores in priority order: the first is the primary. Empty: one
     /// embedded store `embedded` at `<data_dir>/vectors.db`.
     #[serde(default)]
@@ -96,6 +108,8 @@ impl Default for Config {
             index: IndexConfig::default(),
             manager: ManagerSection::default(),
             limits: Limits::default(),
+            admission: AdmissionConfig::default(),
+            insecure_metrics_listen: false,
             stores: Vec::new(),
             api_keys: Vec::new(),
             tls: None,
@@ -194,6 +208,15 @@ pub struct Limits {
     /// Largest `ScanResponse` message, in bytes (a page is split into
     /// several messages above it). Default 1 MiB.
     pub scan_message_bytes: usize,
+    /// The server-side deadline of a unary call (and of a scan's first
+    /// page) when the client sends none or a longer one; the call then
+    /// ends with `DEADLINE_EXCEEDED`. Must leave the manager time for its
+    /// own deadline and read catch-up wait, whose answers are clearer.
+    /// Default 30000.
+    pub request_timeout_ms: u64,
+    /// Scans one API key may have open at once (further ones are refused
+    /// with `RESOURCE_EXHAUSTED`). Default 4.
+    pub max_scans_per_key: u32,
 }
 
 impl Default for Limits {
@@ -202,8 +225,114 @@ impl Default for Limits {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             scan_page_size: DEFAULT_SCAN_PAGE_SIZE,
             scan_message_bytes: DEFAULT_SCAN_MESSAGE_BYTES,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            max_scans_per_key: DEFAULT_MAX_SCANS_PER_KEY,
         }
     }
+}
+
+/// `[admission]`: per-team limits (see [`crate::admission`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// `[admission.default]`: the limits of every team not listed.
+    pub default: TeamLimits,
+    /// `[[admission.teams]]`: teams with their own limits; an omitted field
+    /// takes the default's value.
+    pub teams: Vec<TeamLimitsEntry>,
+}
+
+impl AdmissionConfig {
+    /// The limits that apply to `team`.
+    pub fn limits_for(&self, team: &str) -> TeamLimits {
+        let d = self.default;
+        match self.teams.iter().find(|t| t.team == team) {
+            Some(t) => TeamLimits {
+                max_concurrent: t.max_concurrent.unwrap_or(d.max_concurrent),
+                records_per_second: t.records_per_second.unwrap_or(d.records_per_second),
+                burst_records: t.burst_records.unwrap_or(d.burst_records),
+            },
+            None => d,
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let check = |at: &str, limits: TeamLimits| -> anyhow::Result<()> {
+            if limits.max_concurrent == 0 {
+                bail!("{at}.max_concurrent must be at least 1");
+            }
+            if limits.records_per_second == 0 {
+                bail!("{at}.records_per_second must be at least 1");
+            }
+            if (limits.burst_records as usize) < validate::MAX_UPSERT_BATCH {
+                bail!(
+                    "{at}.burst_records is {}, must be at least {} (the largest upsert), or such an upsert could never pass",
+                    limits.burst_records,
+                    validate::MAX_UPSERT_BATCH
+                );
+            }
+            Ok(())
+        };
+        check("admission.default", self.default)?;
+        for (i, team) in self.teams.iter().enumerate() {
+            if !validate::is_valid_id(&team.team) {
+                bail!(
+                    "admission.teams[{i}].team {:?} is not a team id (1-64 characters of A-Z a-z 0-9 . _ : -)",
+                    team.team
+                );
+            }
+            if self.teams[..i].iter().any(|t| t.team == team.team) {
+                bail!("admission.teams[{i}]: team {:?} is listed twice", team.team);
+            }
+            check(
+                &format!("admission.teams[{i}]"),
+                self.limits_for(&team.team),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One team's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeamLimits {
+    /// Calls in flight at once (a scan counts until its stream ends).
+    /// Default 64.
+    pub max_concurrent: u32,
+    /// Records written per second, sustained (upserted records, deleted
+    /// ids). Default 5000.
+    pub records_per_second: u32,
+    /// Records that may be written at once after a quiet period (the
+    /// bucket's size); at least 1000, the largest upsert. Default 10000.
+    pub burst_records: u32,
+}
+
+impl Default for TeamLimits {
+    fn default() -> Self {
+        TeamLimits {
+            max_concurrent: 64,
+            records_per_second: 5000,
+            burst_records: 10_000,
+        }
+    }
+}
+
+/// One `[[admission.teams]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamLimitsEntry {
+    /// The team id.
+    pub team: String,
+    /// See [`TeamLimits::max_concurrent`]; default: `[admission.default]`'s.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// See [`TeamLimits::records_per_second`].
+    #[serde(default)]
+    pub records_per_second: Option<u32>,
+    /// See [`TeamLimits::burst_records`].
+    #[serde(default)]
+    pub burst_records: Option<u32>,
 }
 
 /// One `[[stores]]` entry, tagged by `kind`.
@@ -280,6 +409,8 @@ pub struct Overrides {
     pub drain_timeout_ms: Option<u64>,
     /// `--insecure-no-auth` / `VECTORGATE_INSECURE_NO_AUTH`
     pub insecure_no_auth: bool,
+    /// `--insecure-metrics-listen` / `VECTORGATE_INSECURE_METRICS_LISTEN`
+    pub insecure_metrics_listen: bool,
 }
 
 impl Config {
@@ -317,6 +448,9 @@ impl Config {
         }
         if overrides.insecure_no_auth {
             self.insecure_no_auth = true;
+        }
+        if overrides.insecure_metrics_listen {
+            self.insecure_metrics_listen = true;
         }
     }
 
@@ -391,6 +525,20 @@ impl Config {
                 limits.scan_message_bytes
             );
         }
+        if limits.max_scans_per_key == 0 {
+            bail!("limits.max_scans_per_key must be at least 1");
+        }
+        // The manager's own answers (its deadline, the read catch-up wait)
+        // say more than a cut-off call: they must come first.
+        let manager = &self.manager;
+        let needed = manager.retry.deadline_ms + manager.replication.catchup_wait_ms;
+        if limits.request_timeout_ms <= needed {
+            bail!(
+                "limits.request_timeout_ms is {}, must be more than manager.retry.deadline_ms + manager.replication.catchup_wait_ms ({needed}) so the manager's own deadline answers first",
+                limits.request_timeout_ms
+            );
+        }
+        self.admission.check()?;
 
         for (i, store) in self.stores.iter().enumerate() {
             let name = store.name();
@@ -430,6 +578,14 @@ impl Config {
             {
                 bail!("api_keys[{i}]: the same key is configured twice");
             }
+        }
+
+        if !self.metrics_listen.ip().is_loopback() && !self.insecure_metrics_listen {
+            bail!(
+                "refusing to start: metrics_listen {} is not a loopback address, and /metrics and /readyz show store names, errors and topology to anyone who reaches it. \
+                 Listen on 127.0.0.1 (scrape through a local agent or a proxy), or set insecure_metrics_listen = true (--insecure-metrics-listen) if this network is private",
+                self.metrics_listen
+            );
         }
 
         if self.api_keys.is_empty() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
@@ -477,6 +633,25 @@ mod tests {
         assert_eq!(config.api_keys.len(), 3);
         assert!(config.tls.is_none(), "the example keeps TLS commented out");
         assert_eq!(config.index.dim, 1536);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.admission.default, TeamLimits::default());
+        let big = config.admission.limits_for("bulk-importer");
+        assert_eq!((big.max_concurrent, big.records_per_second), (16, 1000));
+        assert_eq!(big.burst_records, TeamLimits::default().burst_records);
+        assert_eq!(config.admission.limits_for("other"), TeamLimits::default());
+    }
+
+    #[test]
+    fn metrics_on_a_non_loopback_address_needs_an_explicit_setting() {
+        let mut config = Config::from_toml("metrics_listen = \"0.0.0.0:9464\"").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("insecure_metrics_listen"), "{err}");
+        assert!(err.contains("0.0.0.0:9464"), "{err}");
+        config.apply(&Overrides {
+            insecure_metrics_listen: true,
+            ..Overrides::default()
+        });
+        config.check().unwrap();
     }
 
     #[test]
@@ -594,6 +769,21 @@ mod tests {
             ("[index]\ndim = 0", "dim"),
             ("[manager.retry]\nattempts = 0", "retry.attempts"),
             ("[limits]\nscan_page_size = 0", "scan_page_size"),
+            ("[limits]\nmax_scans_per_key = 0", "max_scans_per_key"),
+            ("[limits]\nrequest_timeout_ms = 7000", "request_timeout_ms"),
+            (
+                "[admission.default]\nburst_records = 999",
+                "admission.default.burst_records",
+            ),
+            ("[admission.default]\nmax_concurrent = 0", "max_concurrent"),
+            (
+                "[[admission.teams]]\nteam = \"a\"\nrecords_per_second = 0",
+                "admission.teams[0].records_per_second",
+            ),
+            (
+                "[[admission.teams]]\nteam = \"a\"\n[[admission.teams]]\nteam = \"a\"",
+                "listed twice",
+            ),
             (
                 "[[stores]]\nkind = \"embedded\"\nname = \"a\"\n[[stores]]\nkind = \"embedded\"\nname = \"a\"",
                 "unique",

@@ -17,7 +17,15 @@ use vectorgate::{
 /// Maps a library error to a gRPC status. The message is the error's text;
 /// for bad input it starts with the field, e.g.
 /// `records[3].vector: vector has 3 values, index dimension is 8`.
+///
+/// Every message goes through [`vectorgate::redact::text`]: a driver that
+/// echoes its connection string never shows a password to a client.
 pub fn to_status(error: Error) -> Status {
+    let status = status_of(error);
+    Status::new(status.code(), vectorgate::redact::text(status.message()))
+}
+
+fn status_of(error: Error) -> Status {
     match error {
         Error::InvalidInput { field, reason } => {
             Status::invalid_argument(format!("{field}: {reason}"))

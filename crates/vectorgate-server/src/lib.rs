@@ -4,6 +4,7 @@
 //! graceful shutdown. The binary is `vectorgate` (`src/main.rs`).
 //!
 //! - [`config`]: the TOML file, `VECTORGATE_*` env vars and `serve` flags;
+//! - [`admission`]: per-team concurrency and write-rate limits;
 //! - [`auth`]: API keys (SHA-256 digests, constant-time comparison), roles, teams;
 //! - [`convert`]: proto ↔ model, and the one error → status mapping;
 //! - [`service`]: the `VectorService` RPCs;
@@ -20,6 +21,7 @@
 //! callers and the integration tests use the same code as the server.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -1,9 +1,10 @@
-//! The data directory lock, `<data_dir>/vectorgate.lock`.
+//! The data directory lock, `<data_dir>/vectorgate.lock`, and the journal
+//! lock, `<journal>.lock`.
 //!
-//! `vectorgate serve` holds an exclusive advisory lock on it for as long as
-//! it runs, and so does an offline `vectorgate resync --config`: two
-//! processes never share the journal (and the embedded stores) of one data
-//! directory. The lock is the operating system's (`flock` on Linux, through
+//! `vectorgate serve` holds an exclusive advisory lock on both for as long
+//! as it runs, and so does an offline `vectorgate resync --config`: two
+//! processes never share the embedded stores of one data directory, nor a
+//! journal, even one configured outside the data directory. The lock is the operating system's (`flock` on Linux, through
 //! [`std::fs::File::try_lock`]), so it is released when its holder exits,
 //! however it exits: a lock file left behind by a killed process does not
 //! block anyone. The file itself is never removed (removing a lock file is
@@ -84,7 +85,26 @@ impl DataDirLock {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
             .map_err(LockError::Io)?;
-        let path = data_dir.join(LOCK_FILE);
+        DataDirLock::acquire_file(data_dir.join(LOCK_FILE), role)
+    }
+
+    /// Takes `<journal>.lock` for the journal at `journal`: a journal may
+    /// live outside the data directory (`journal_path`), and two processes
+    /// must never share one whatever their data directories.
+    pub fn acquire_journal(journal: &Path, role: &str) -> Result<DataDirLock, LockError> {
+        if let Some(parent) = journal.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| {
+                    format!("cannot create the journal's directory {}", parent.display())
+                })
+                .map_err(LockError::Io)?;
+        }
+        let mut path = journal.as_os_str().to_owned();
+        path.push(".lock");
+        DataDirLock::acquire_file(PathBuf::from(path), role)
+    }
+
+    fn acquire_file(path: PathBuf, role: &str) -> Result<DataDirLock, LockError> {
         // Not truncated on open: the holder's line stays readable for the
         // error message of whoever fails to take the lock.
         let file = OpenOptions::new()
@@ -163,6 +183,16 @@ mod tests {
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
+        // The journal has its own lock, wherever it lives.
+        let journal = dir.path().join("elsewhere/journal.db");
+        let held = DataDirLock::acquire_journal(&journal, "serve").unwrap();
+        assert_eq!(held.path(), dir.path().join("elsewhere/journal.db.lock"));
+        assert!(matches!(
+            DataDirLock::acquire_journal(&journal, "serve"),
+            Err(LockError::Held { .. })
+        ));
+        drop(held);
+        DataDirLock::acquire_journal(&journal, "resync").unwrap();
         let mut second = DataDirLock::acquire(&data, "resync").unwrap();
         let text = std::fs::read_to_string(second.path()).unwrap();
         assert_eq!(text, format!("pid {} resync\n", std::process::id()));

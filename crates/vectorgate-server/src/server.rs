@@ -2,6 +2,7 @@
 //! HTTP, and drains on SIGTERM/SIGINT (see [`crate::shutdown`]).
 
 use crate::admin::AdminApi;
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::config::{Config, StoreConfig, TlsConfig};
 use crate::http::{self, HttpState};
@@ -9,7 +10,7 @@ use crate::lock::{DataDirLock, LockError};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::vector_service_server::VectorServiceServer;
 use crate::resync::Stores;
-use crate::service::VectorApi;
+use crate::service::{ServiceLimits, VectorApi};
 use crate::shutdown::{Signals, StopOnCancel};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -25,6 +26,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::util::MapResponseLayer;
+use vectorgate::layers::{LaneLimits, LanedStore};
 use vectorgate::{DynStore, ManagerStatus, VectorManager};
 use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 use vectorgate_pg::PgStore;
@@ -46,7 +48,10 @@ const DURATION_BUCKETS: &[f64] = &[
 /// returned; the caller exits non-zero.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     config.check()?;
-    let auth = Arc::new(Authenticator::new(&config.api_keys)?);
+    let auth = Arc::new(Authenticator::new(
+        &config.api_keys,
+        config.limits.max_scans_per_key,
+    )?);
     if auth.is_open() {
         if config.listen.ip().is_loopback() {
             tracing::warn!(
@@ -62,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let tls = config.tls.as_ref().map(tls_config).transpose()?;
     let mut lock = lock_data_dir(&config)?;
+    let mut journal_lock = lock_journal(&config, "serve")?;
     let metrics = install_metrics()?;
 
     let stores = open_stores(&config).await?;
@@ -103,8 +109,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let max_request = config.limits.max_request_bytes;
     let vector_service = VectorServiceServer::new(VectorApi::new(
         Arc::clone(&manager),
-        config.limits.scan_page_size,
-        config.limits.scan_message_bytes,
+        ServiceLimits {
+            scan_page_size: config.limits.scan_page_size,
+            scan_message_bytes: config.limits.scan_message_bytes,
+            request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+        },
+        Admission::new(config.admission.clone()),
     ))
     .max_decoding_message_size(max_request);
     let admin_service = AdminServiceServer::new(AdminApi::new(
@@ -158,6 +168,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "http"
     };
     lock.describe(&format!("addr={scheme}://{grpc_addr}"));
+    if let Some(journal_lock) = &mut journal_lock {
+        journal_lock.describe(&format!("addr={scheme}://{grpc_addr}"));
+    }
     println!("{LISTENING_PREFIX} grpc={grpc_addr} http={http_addr}");
     tracing::info!(
         grpc = %grpc_addr,
@@ -206,6 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("the HTTP server did not stop in time"),
     }
     manager.shutdown().await;
+    drop(journal_lock);
     drop(lock);
     tracing::info!("vectorgate stopped");
     served
@@ -301,6 +315,22 @@ fn lock_data_dir(config: &Config) -> anyhow::Result<DataDirLock> {
     }
 }
 
+/// Takes `<journal>.lock` when there is a journal, wherever it lives:
+/// `journal_path` may point outside the data directory.
+pub fn lock_journal(config: &Config, role: &str) -> anyhow::Result<Option<DataDirLock>> {
+    let Some(journal) = config.manager_config().replication.journal_path else {
+        return Ok(None);
+    };
+    match DataDirLock::acquire_journal(&journal, role) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(error @ LockError::Held { .. }) => Err(anyhow::anyhow!(
+            "cannot start: {error}. The journal {} is in use by another vectorgate process; two processes must never share a journal",
+            journal.display()
+        )),
+        Err(LockError::Io(error)) => Err(error),
+    }
+}
+
 /// Opens (or connects) every configured store, in priority order.
 pub async fn open_stores(config: &Config) -> anyhow::Result<Vec<DynStore>> {
     let mut stores: Vec<DynStore> = Vec::new();
@@ -319,10 +349,14 @@ pub async fn open_stores(config: &Config) -> anyhow::Result<Vec<DynStore>> {
             StoreConfig::Postgres(pg) => {
                 let name = pg.name.clone();
                 tracing::info!(store = %name, config = ?pg, "connecting postgres store");
+                let lanes = LaneLimits::for_pool(pg.pool_max_connections);
                 let connected = PgStore::connect(pg)
                     .await
                     .with_context(|| format!("cannot set up postgres store {name:?}"))?;
-                stores.push(Arc::new(connected));
+                // Reads and writes get separate shares of the pool, so a
+                // bulk import never takes the connections recalls need.
+                tracing::info!(store = %name, reads = lanes.reads, writes = lanes.writes, "pool lanes");
+                stores.push(LanedStore::new(Arc::new(connected), lanes)?);
             }
         }
     }

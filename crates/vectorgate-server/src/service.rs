@@ -5,6 +5,7 @@
 // tonic's handlers and streams return `Result<_, Status>`; `Status` is large.
 #![allow(clippy::result_large_err)]
 
+use crate::admission::{ALL_TEAMS, Admission, Charge, Reason, Throttled, Ticket};
 use crate::auth::{Access, Role, authorize};
 use crate::convert::{self, to_status};
 use crate::proto::vector_service_server::VectorService;
@@ -40,47 +41,72 @@ fn scan_idle_error() -> Result<ScanResponse, Status> {
     )))
 }
 
+/// What the service enforces around the manager: scan paging and message
+/// size, and the server-side deadline of each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// Records per store page while streaming a scan.
+    pub scan_page_size: u32,
+    /// Largest `ScanResponse` message, in bytes.
+    pub scan_message_bytes: usize,
+    /// Deadline of a unary call, and of a scan's first page, when the
+    /// client sends none (tonic enforces a shorter `grpc-timeout` itself).
+    pub request_timeout: Duration,
+}
+
 /// The `VectorService` implementation.
 #[derive(Debug, Clone)]
 pub struct VectorApi {
     manager: Arc<VectorManager>,
-    scan_page_size: u32,
-    scan_message_bytes: usize,
+    limits: ServiceLimits,
+    admission: Admission,
 }
 
 impl VectorApi {
-    /// A service over `manager`; scans read `scan_page_size` records per
-    /// store page and send messages of at most `scan_message_bytes`.
-    pub fn new(
-        manager: Arc<VectorManager>,
-        scan_page_size: u32,
-        scan_message_bytes: usize,
-    ) -> Self {
+    /// A service over `manager`, admitting calls through `admission`.
+    pub fn new(manager: Arc<VectorManager>, limits: ServiceLimits, admission: Admission) -> Self {
         VectorApi {
             manager,
-            scan_page_size,
-            scan_message_bytes,
+            limits,
+            admission,
         }
     }
-}
 
-/// Counts a call in `vectorgate_grpc_requests_total{method, code}` and
-/// `vectorgate_grpc_request_duration_seconds{method}`.
-async fn observed<T>(
-    method: &'static str,
-    call: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let started = Instant::now();
-    let result = call.await;
-    let code = match &result {
-        Ok(_) => tonic::Code::Ok,
-        Err(status) => status.code(),
-    };
-    metrics::counter!("vectorgate_grpc_requests_total", "method" => method, "code" => code_label(code))
-        .increment(1);
-    metrics::histogram!("vectorgate_grpc_request_duration_seconds", "method" => method)
-        .record(started.elapsed().as_secs_f64());
-    result
+    /// Runs a handler body under the server-side deadline, counted in
+    /// `vectorgate_grpc_requests_total{method, code}` and
+    /// `vectorgate_grpc_request_duration_seconds{method}`.
+    async fn observed<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let timeout = self.limits.request_timeout;
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the call did not finish within the server's request timeout of {} ms \
+                 (limits.request_timeout_ms); a write's outcome is unknown: retry it \
+                 (upserts are idempotent by id, and by request_id)",
+                timeout.as_millis()
+            ))),
+        };
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        metrics::counter!("vectorgate_grpc_requests_total", "method" => method, "code" => code_label(code))
+            .increment(1);
+        metrics::histogram!("vectorgate_grpc_request_duration_seconds", "method" => method)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn admit(&self, charges: &[Charge<'_>]) -> Result<Ticket, Status> {
+        self.admission
+            .admit(charges)
+            .map_err(Throttled::into_status)
+    }
 }
 
 fn code_label(code: tonic::Code) -> &'static str {
@@ -92,6 +118,8 @@ fn code_label(code: tonic::Code) -> &'static str {
         Code::DeadlineExceeded => "deadline_exceeded",
         Code::NotFound => "not_found",
         Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::AlreadyExists => "already_exists",
         Code::Unauthenticated => "unauthenticated",
         Code::FailedPrecondition => "failed_precondition",
         Code::Unavailable => "unavailable",
@@ -106,16 +134,21 @@ impl VectorService for VectorApi {
         &self,
         request: Request<UpsertRequest>,
     ) -> Result<Response<UpsertResponse>, Status> {
-        observed("upsert", async {
+        self.observed("upsert", async {
+            let records = &request.get_ref().records;
             authorize(
                 &request,
                 Role::Write,
-                request
-                    .get_ref()
-                    .records
-                    .iter()
-                    .map(|r| Access::Team(&r.team_id)),
+                records.iter().map(|r| Access::Team(&r.team_id)),
             )?;
+            let charges: Vec<Charge<'_>> = records
+                .iter()
+                .map(|r| Charge {
+                    team: &r.team_id,
+                    records: 1,
+                })
+                .collect();
+            let _ticket = self.admit(&charges)?;
             let request = request.into_inner();
             let mut records = convert::records_from_proto(request.records).map_err(to_status)?;
             if !request.request_id.is_empty() {
@@ -136,12 +169,10 @@ impl VectorService for VectorApi {
         &self,
         request: Request<RecallRequest>,
     ) -> Result<Response<RecallResponse>, Status> {
-        observed("recall", async {
-            authorize(
-                &request,
-                Role::Read,
-                [Access::Team(&request.get_ref().team_id)],
-            )?;
+        self.observed("recall", async {
+            let team = &request.get_ref().team_id;
+            authorize(&request, Role::Read, [Access::Team(team)])?;
+            let _ticket = self.admit(&[Charge { team, records: 0 }])?;
             let query = convert::recall_query(request.into_inner());
             let routed = self
                 .manager
@@ -164,12 +195,15 @@ impl VectorService for VectorApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        observed("delete", async {
-            authorize(
-                &request,
-                Role::Write,
-                [Access::Team(&request.get_ref().team_id)],
-            )?;
+        self.observed("delete", async {
+            let delete = request.get_ref();
+            authorize(&request, Role::Write, [Access::Team(&delete.team_id)])?;
+            // A delete by ids costs its ids, a delete by scope one record.
+            let records = delete.ids.len().max(1) as u64;
+            let _ticket = self.admit(&[Charge {
+                team: &delete.team_id,
+                records,
+            }])?;
             let selector = convert::delete_selector(request.into_inner()).map_err(to_status)?;
             let deleted = self.manager.delete(&selector).await.map_err(to_status)?;
             Ok(Response::new(DeleteResponse { deleted }))
@@ -181,7 +215,7 @@ impl VectorService for VectorApi {
         &self,
         request: Request<CountRequest>,
     ) -> Result<Response<CountResponse>, Status> {
-        observed("count", async {
+        self.observed("count", async {
             let team = &request.get_ref().team_id;
             let access = if team.is_empty() {
                 Access::AllTeams
@@ -189,6 +223,10 @@ impl VectorService for VectorApi {
                 Access::Team(team)
             };
             authorize(&request, Role::Read, [access])?;
+            let _ticket = self.admit(&[Charge {
+                team: if team.is_empty() { ALL_TEAMS } else { team },
+                records: 0,
+            }])?;
             let scope = convert::count_scope(request.into_inner());
             let count = self.manager.count(&scope).await.map_err(to_status)?;
             Ok(Response::new(CountResponse { count }))
@@ -204,23 +242,42 @@ impl VectorService for VectorApi {
         &self,
         request: Request<ScanRequest>,
     ) -> Result<Response<Self::ScanStream>, Status> {
-        observed("scan", async {
+        self.observed("scan", async {
             let team = &request.get_ref().team_id;
             let access = if team.is_empty() {
                 Access::AllTeams
             } else {
                 Access::Team(team)
             };
-            authorize(&request, Role::Read, [access])?;
-            let mut page_request = convert::scan_request(request.get_ref(), self.scan_page_size);
+            let principal = authorize(&request, Role::Read, [access])?;
+            // Both held until the stream ends: a scan occupies its team's
+            // concurrency and its key's scan slot for its whole life.
+            let Some(scan_slot) = principal.scans.try_open() else {
+                return Err(Throttled {
+                    reason: Reason::KeyScans,
+                    message: format!(
+                        "API key {:?} has its maximum of scans open (limits.max_scans_per_key)",
+                        principal.name
+                    ),
+                    retry_after: Duration::from_secs(1),
+                }
+                .into_status());
+            };
+            let ticket = self.admit(&[Charge {
+                team: if team.is_empty() { ALL_TEAMS } else { team },
+                records: 0,
+            }])?;
+            let mut page_request =
+                convert::scan_request(request.get_ref(), self.limits.scan_page_size);
             let first = self.manager.scan(&page_request).await.map_err(to_status)?;
 
             let (tx, rx) = mpsc::channel(SCAN_BUFFER);
             let manager = Arc::clone(&self.manager);
-            let max_bytes = self.scan_message_bytes;
+            let max_bytes = self.limits.scan_message_bytes;
             let idle = Arc::new(AtomicBool::new(false));
             let idle_flag = Arc::clone(&idle);
             tokio::spawn(async move {
+                let _held = (ticket, scan_slot);
                 let mut page = first;
                 loop {
                     for message in

@@ -7,10 +7,12 @@
 //! - [`validate`]: every input rule, in one place, applied before a store is touched;
 //! - [`manager`]: the [`VectorManager`], which fails over between stores;
 //! - [`journal`]: the durable log that keeps every store in sync;
-//! - [`resync`]: copying one store into another (new fallback, migration).
+//! - [`resync`]: copying one store into another (new fallback, migration);
+//! - [`layers`]: stores that wrap a store to add one behaviour (read/write lanes).
 
 pub mod error;
 pub mod journal;
+pub mod layers;
 pub mod manager;
 pub mod model;
 pub mod redact;

@@ -21,9 +21,83 @@ pub fn url(url: &str) -> String {
     }
 }
 
+/// Free text (an error message, a driver's diagnostic) with every secret
+/// it may carry masked: the password of each `scheme://user:password@host`
+/// URL in it, and the value of `password=`/`pwd=`/`secret=`/`token=` pairs.
+/// Used on everything vectorgate shows outside the process (gRPC errors,
+/// `/readyz`, `Status`), so a driver that echoes its connection string
+/// never leaks it.
+pub fn text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains("://") {
+            // The URL may be quoted or followed by punctuation: redact from
+            // its scheme on, keeping what precedes it.
+            let start = word
+                .find("://")
+                .and_then(|at| word[..at].rfind(|c: char| !c.is_ascii_alphanumeric() && c != '+'))
+                .map_or(0, |p| p + 1);
+            out.push_str(&word[..start]);
+            out.push_str(&key_value(&url(&word[start..])));
+        } else {
+            out.push_str(&key_value(word));
+        }
+    }
+    out
+}
+
+/// `password=secret` → `password=***` (case-insensitive key, also after a
+/// `?`, `&` or `;` in a query string).
+fn key_value(word: &str) -> String {
+    const KEYS: &[&str] = &["password=", "pwd=", "passwd=", "secret=", "token="];
+    let lower = word.to_ascii_lowercase();
+    for key in KEYS {
+        if let Some(at) = lower.find(key) {
+            let boundary = at == 0
+                || matches!(
+                    lower.as_bytes()[at - 1],
+                    b'?' | b'&' | b';' | b'"' | b'\'' | b'('
+                );
+            if boundary {
+                let value_start = at + key.len();
+                let value_end = word[value_start..]
+                    .find(['&', ';', '"', '\'', ')', ','])
+                    .map_or(word.len(), |e| value_start + e);
+                return format!(
+                    "{}***{}",
+                    &word[..value_start],
+                    key_value(&word[value_end..])
+                );
+            }
+        }
+    }
+    word.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::url;
+    use super::{text, url};
+
+    #[test]
+    fn hides_secrets_in_free_text() {
+        assert_eq!(
+            text("error connecting to \"postgres://app:s3cret@db:5432/v\": refused"),
+            "error connecting to \"postgres://app:***@db:5432/v\": refused"
+        );
+        assert_eq!(
+            text("bad dsn host=db password=hunter2 user=x"),
+            "bad dsn host=db password=*** user=x"
+        );
+        assert_eq!(
+            text("url mysql://h/db?user=a&password=p&ssl=1 failed"),
+            "url mysql://h/db?user=a&password=***&ssl=1 failed"
+        );
+        assert_eq!(text("no secrets here"), "no secrets here");
+        assert_eq!(text("PASSWORD=x"), "PASSWORD=***");
+    }
 
     #[test]
     fn hides_only_the_password() {

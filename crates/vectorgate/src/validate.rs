@@ -285,16 +285,16 @@ pub fn prepare_upsert<'a>(
     // that contradicts itself (a record never changes team).
     let mut last: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
-        if let Some(first) = last.insert(id.as_str(), i) {
-            if records[first].team_id != records[i].team_id {
-                return Err(Error::invalid(
-                    format!("records[{i}].team_id"),
-                    format!(
-                        "id {id:?} also appears at records[{first}] with another team; \
-                         a record belongs to one team"
-                    ),
-                ));
-            }
+        if let Some(first) = last.insert(id.as_str(), i)
+            && records[first].team_id != records[i].team_id
+        {
+            return Err(Error::invalid(
+                format!("records[{i}].team_id"),
+                format!(
+                    "id {id:?} also appears at records[{first}] with another team; \
+                     a record belongs to one team"
+                ),
+            ));
         }
     }
     let has_duplicates = last.len() != ids.len();

@@ -643,7 +643,8 @@ impl Inner {
                 }
                 Err(error) => {
                     state.healthy = Some(false);
-                    state.last_probe_error = Some(error.to_string());
+                    // Shown on /readyz and Status: never a credential.
+                    state.last_probe_error = Some(crate::redact::text(&error.to_string()));
                     state.breaker.on_probe(true, now);
                 }
             }
