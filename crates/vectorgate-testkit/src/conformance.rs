@@ -24,10 +24,11 @@ mod tests;
 pub use checks::{
     check_collection_include_exclude, check_concurrent_use, check_count_scopes,
     check_delete_by_ids_and_scope, check_edge_ids, check_empty_store, check_health_and_identity,
-    check_payload_round_trip, check_recall_matches_brute_force, check_rejects_invalid_deletes,
-    check_rejects_invalid_reads, check_rejects_invalid_recalls, check_rejects_invalid_specs,
-    check_rejects_invalid_upserts, check_scan_paging_and_filters, check_schema_mismatch_on_reopen,
-    check_team_isolation, check_upsert_is_idempotent,
+    check_id_ownership_under_concurrency, check_ids_belong_to_their_team, check_payload_round_trip,
+    check_recall_matches_brute_force, check_rejects_invalid_deletes, check_rejects_invalid_reads,
+    check_rejects_invalid_recalls, check_rejects_invalid_specs, check_rejects_invalid_upserts,
+    check_scan_paging_and_filters, check_schema_mismatch_on_reopen, check_team_isolation,
+    check_upsert_is_idempotent,
 };
 
 /// How the suite gets stores.
@@ -99,6 +100,8 @@ macro_rules! __conformance_checks {
             check_recall_matches_brute_force,
             check_collection_include_exclude,
             check_team_isolation,
+            check_ids_belong_to_their_team,
+            check_id_ownership_under_concurrency,
             check_delete_by_ids_and_scope,
             check_upsert_is_idempotent,
             check_count_scopes,

@@ -88,6 +88,19 @@ impl VectorStore for MemoryStore {
         let spec = self.spec()?;
         let prepared = validate::prepare_upsert(&spec, records, validate::now_ms())?;
         let mut state = self.state.lock();
+        // A record never changes team: an id another team holds refuses the
+        // whole call, before anything is written (all under one lock).
+        if let Some(i) = prepared.ids.iter().zip(records).position(|(id, r)| {
+            state
+                .records
+                .get(id)
+                .is_some_and(|held| held.team_id != r.team_id)
+        }) {
+            return Err(Error::id_taken(
+                format!("records[{i}].id"),
+                &prepared.ids[i],
+            ));
+        }
         for record in prepared.records.iter() {
             state.records.insert(record.id.clone(), record.clone());
         }

@@ -5,8 +5,9 @@
 use super::StoreFactory;
 use super::support::{
     BASE_MS, assert_contents, assert_count, assert_hits, assert_same_records, assert_well_formed,
-    count, expect_invalid, fresh_store, has_near_tie, is_uuid_v7, ok, query, random_vector, record,
-    reference, rng, scan_all, scan_everything, spec, upsert, without_vectors,
+    count, expect_conflict, expect_invalid, fresh_store, has_near_tie, is_uuid_v7, ok, query,
+    random_vector, record, reference, rng, scan_all, scan_everything, spec, upsert,
+    without_vectors,
 };
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -24,6 +25,7 @@ use vectorgate::{
 
 const METRICS: [Metric; 3] = [Metric::Cosine, Metric::InnerProduct, Metric::L2];
 
+mod ownership;
 mod reads;
 mod recall;
 mod schema;
@@ -31,6 +33,7 @@ mod tenancy;
 mod validation;
 mod writes;
 
+pub use ownership::{check_id_ownership_under_concurrency, check_ids_belong_to_their_team};
 pub use reads::{check_count_scopes, check_empty_store, check_scan_paging_and_filters};
 pub use recall::{
     check_collection_include_exclude, check_payload_round_trip, check_recall_matches_brute_force,

@@ -72,6 +72,15 @@ pub(super) enum Fault {
     LostUpdates,
     /// Scan always returns a cursor on a non-empty page, even a short last one.
     ScanAlwaysCursor,
+    /// Upsert of an id another team holds takes the record over (team
+    /// included), as every backend did before ids belonged to their team.
+    TeamTakeover,
+    /// An upsert naming an id another team holds is refused, but the batch's
+    /// other records are written anyway.
+    ConflictAfterPartialWrite,
+    /// The ownership check and the write are two steps with the lock released
+    /// in between: two teams creating one id at once both succeed.
+    RacyOwnershipCheck,
 }
 
 #[derive(Debug, Default)]
@@ -153,6 +162,15 @@ impl MemStore {
     }
 }
 
+/// The request index of the first record whose id another team holds.
+fn taken_at(loc: &Location, ids: &[String], input: &[Record]) -> Option<usize> {
+    ids.iter().zip(input).position(|(id, r)| {
+        loc.records
+            .get(id)
+            .is_some_and(|held| held.team_id != r.team_id)
+    })
+}
+
 #[async_trait::async_trait]
 impl VectorStore for MemStore {
     fn kind(&self) -> &'static str {
@@ -201,6 +219,26 @@ impl VectorStore for MemStore {
             self.location.lock().unwrap().records = snapshot;
             return Ok(UpsertOutcome { ids: prepared.ids });
         }
+        if self.has(Fault::RacyOwnershipCheck) {
+            let prepared = {
+                let loc = self.location.lock().unwrap();
+                let spec = self.spec(&loc)?;
+                let prepared = validate::prepare_upsert(&spec, records, validate::now_ms())?;
+                if let Some(i) = taken_at(&loc, &prepared.ids, records) {
+                    return Err(Error::id_taken(
+                        format!("records[{i}].id"),
+                        &prepared.ids[i],
+                    ));
+                }
+                prepared
+            };
+            crate::tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let mut loc = self.location.lock().unwrap();
+            for r in prepared.records.iter() {
+                loc.records.insert(r.id.clone(), r.clone());
+            }
+            return Ok(UpsertOutcome { ids: prepared.ids });
+        }
         let mut loc = self.location.lock().unwrap();
         let spec = self.spec(&loc)?;
         let mut input = records.to_vec();
@@ -228,6 +266,25 @@ impl VectorStore for MemStore {
                 return Err(err);
             }
         };
+        if !self.has(Fault::TeamTakeover)
+            && let Some(i) = taken_at(&loc, &prepared.ids, &input)
+        {
+            if self.has(Fault::ConflictAfterPartialWrite) {
+                for r in prepared.records.iter() {
+                    if loc
+                        .records
+                        .get(&r.id)
+                        .is_none_or(|held| held.team_id == r.team_id)
+                    {
+                        loc.records.insert(r.id.clone(), r.clone());
+                    }
+                }
+            }
+            return Err(Error::id_taken(
+                format!("records[{i}].id"),
+                &prepared.ids[i],
+            ));
+        }
         for r in prepared.records.iter() {
             let mut r = r.clone();
             if self.has(Fault::OverwritesCreatedAt) {

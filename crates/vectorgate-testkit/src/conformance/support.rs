@@ -100,6 +100,31 @@ pub(crate) fn expect_invalid<T: Debug>(
     }
 }
 
+/// Expects `Error::Conflict` naming exactly `field`; returns the error's
+/// whole text (`conflict: {field}: {reason}`).
+#[track_caller]
+pub(crate) fn expect_conflict<T: Debug>(
+    ctx: impl Display,
+    result: vectorgate::Result<T>,
+    field: &str,
+) -> String {
+    match result {
+        Err(Error::Conflict { field: got, reason }) => {
+            assert_eq!(
+                got, field,
+                "{ctx}: Conflict names the wrong field (reason: {reason})"
+            );
+            Error::Conflict { field: got, reason }.to_string()
+        }
+        Err(other) => panic!(
+            "{ctx}: expected Error::Conflict on field {field:?}, got another error: {other} ({other:?})"
+        ),
+        Ok(value) => panic!(
+            "{ctx}: expected Error::Conflict on field {field:?}, but the call succeeded: {value:?}"
+        ),
+    }
+}
+
 /// Opens a fresh location and creates the schema.
 pub(crate) async fn fresh_store(
     factory: &dyn StoreFactory,

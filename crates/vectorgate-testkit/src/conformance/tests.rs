@@ -56,7 +56,7 @@ async fn run_all_passes_on_a_correct_store() {
 fn checks_are_listed_once() {
     let names: HashSet<&str> = CHECKS.iter().map(|c| c.name).collect();
     assert_eq!(names.len(), CHECKS.len(), "a check is listed twice");
-    assert!(CHECKS.len() >= 18, "{} checks", CHECKS.len());
+    assert!(CHECKS.len() >= 20, "{} checks", CHECKS.len());
     assert!(CHECKS.iter().all(|c| c.name.starts_with("check_")));
 }
 
@@ -244,6 +244,36 @@ const MUTANTS: &[(Fault, &str, &str)] = &[
         "the store returned an error",
     ),
     (Fault::LostUpdates, "check_concurrent_use", "missing"),
+    (
+        Fault::TeamTakeover,
+        "check_ids_belong_to_their_team",
+        "expected Error::Conflict on field \"records[1].id\", but the call succeeded",
+    ),
+    (
+        Fault::TeamTakeover,
+        "check_id_ownership_under_concurrency",
+        "took over",
+    ),
+    (
+        Fault::TeamTakeover,
+        "check_upsert_is_idempotent",
+        "writing r-1 in another team",
+    ),
+    (
+        Fault::ConflictAfterPartialWrite,
+        "check_ids_belong_to_their_team",
+        "a refused upsert must write nothing",
+    ),
+    (
+        Fault::ConflictAfterPartialWrite,
+        "check_id_ownership_under_concurrency",
+        "must remove nothing",
+    ),
+    (
+        Fault::RacyOwnershipCheck,
+        "check_id_ownership_under_concurrency",
+        "by both teams succeeded",
+    ),
 ];
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
