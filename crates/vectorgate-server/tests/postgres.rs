@@ -8,70 +8,14 @@
 
 mod common;
 
+use common::pg::{DropTable, pg_url, unique_table};
 use common::{Server, recall, record};
-use sqlx::Connection;
 use vectorgate_server::proto::{CountRequest, DrainRequest, StatusRequest, UpsertRequest};
-
-const URL_VAR: &str = "VECTORGATE_TEST_PG_URL";
-
-fn pg_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => panic!(
-            "{URL_VAR} is not set, and CI=true: start PostgreSQL with `bash scripts/services.sh up` \
-             and `. target/services.env` before `cargo test`"
-        ),
-        _ => {
-            eprintln!(
-                "skipping: {URL_VAR} is not set (bash scripts/services.sh up && . target/services.env)"
-            );
-            None
-        }
-    }
-}
-
-/// Drops the test's table when the test ends, however it ends.
-struct DropTable {
-    url: String,
-    table: String,
-}
-
-impl Drop for DropTable {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let sql = format!("DROP TABLE IF EXISTS {}", self.table);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                match sqlx::PgConnection::connect(&url).await {
-                    Ok(mut conn) => {
-                        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut conn)
-                            .await
-                        {
-                            eprintln!("cleanup failed: {e}");
-                        }
-                    }
-                    Err(e) => eprintln!("cleanup: cannot connect: {e}"),
-                }
-            });
-        })
-        .join();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_primary_with_embedded_fallback() {
     let Some(url) = pg_url() else { return };
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    let table = format!("vgt_server_{}_{millis}", std::process::id());
+    let table = unique_table("vgt_server");
     let _cleanup = DropTable {
         url: url.clone(),
         table: table.clone(),
