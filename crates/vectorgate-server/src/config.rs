@@ -43,6 +43,8 @@ pub const DEFAULT_SCAN_PAGE_SIZE: u32 = 256;
 pub const DEFAULT_SCAN_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Default server-side deadline of a call whose client sends none.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Default time a scan's client may read nothing before the scan is closed.
+pub const DEFAULT_SCAN_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default number of scans one API key may have open at once.
 pub const DEFAULT_MAX_SCANS_PER_KEY: u32 = 4;
 /// Default time in-flight calls get to finish after SIGTERM/SIGINT.
@@ -217,6 +219,10 @@ pub struct Limits {
     /// Scans one API key may have open at once (further ones are refused
     /// with `RESOURCE_EXHAUSTED`). Default 4.
     pub max_scans_per_key: u32,
+    /// A scan whose client reads nothing for this long is closed (its task
+    /// ends, its slots are freed; the client gets `DEADLINE_EXCEEDED`).
+    /// Default 60000.
+    pub scan_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -227,6 +233,7 @@ impl Default for Limits {
             scan_message_bytes: DEFAULT_SCAN_MESSAGE_BYTES,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_scans_per_key: DEFAULT_MAX_SCANS_PER_KEY,
+            scan_idle_timeout_ms: DEFAULT_SCAN_IDLE_TIMEOUT_MS,
         }
     }
 }
@@ -527,6 +534,12 @@ impl Config {
         }
         if limits.max_scans_per_key == 0 {
             bail!("limits.max_scans_per_key must be at least 1");
+        }
+        if limits.scan_idle_timeout_ms < 100 {
+            bail!(
+                "limits.scan_idle_timeout_ms is {}, must be at least 100",
+                limits.scan_idle_timeout_ms
+            );
         }
         // The manager's own answers (its deadline, the read catch-up wait)
         // say more than a cut-off call: they must come first.

@@ -113,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             scan_page_size: config.limits.scan_page_size,
             scan_message_bytes: config.limits.scan_message_bytes,
             request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+            scan_idle_timeout: Duration::from_millis(config.limits.scan_idle_timeout_ms),
         },
         Admission::new(config.admission.clone()),
     ))

@@ -28,16 +28,11 @@ use vectorgate::{VectorManager, VectorStore};
 /// waits (backpressure) while the client does not read.
 const SCAN_BUFFER: usize = 2;
 
-/// A scan whose client reads nothing for this long is closed and its task
-/// ends; the client then gets `DEADLINE_EXCEEDED`, never a short result
-/// that looks complete.
-pub(crate) const SCAN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What a client that stopped reading a scan gets once it reads again.
-fn scan_idle_error() -> Result<ScanResponse, Status> {
+fn scan_idle_error(idle: Duration) -> Result<ScanResponse, Status> {
     Err(Status::deadline_exceeded(format!(
-        "the scan was closed: the client read nothing for {} s",
-        SCAN_IDLE_TIMEOUT.as_secs()
+        "the scan was closed: the client read nothing for {} ms (limits.scan_idle_timeout_ms)",
+        idle.as_millis()
     )))
 }
 
@@ -52,6 +47,10 @@ pub struct ServiceLimits {
     /// Deadline of a unary call, and of a scan's first page, when the
     /// client sends none (tonic enforces a shorter `grpc-timeout` itself).
     pub request_timeout: Duration,
+    /// A scan whose client reads nothing for this long is closed: its task
+    /// ends and frees its slots, and the client then gets
+    /// `DEADLINE_EXCEEDED`, never a short result that looks complete.
+    pub scan_idle_timeout: Duration,
 }
 
 /// The `VectorService` implementation.
@@ -274,6 +273,7 @@ impl VectorService for VectorApi {
             let (tx, rx) = mpsc::channel(SCAN_BUFFER);
             let manager = Arc::clone(&self.manager);
             let max_bytes = self.limits.scan_message_bytes;
+            let idle_timeout = self.limits.scan_idle_timeout;
             let idle = Arc::new(AtomicBool::new(false));
             let idle_flag = Arc::clone(&idle);
             tokio::spawn(async move {
@@ -283,7 +283,7 @@ impl VectorService for VectorApi {
                     for message in
                         convert::scan_messages(std::mem::take(&mut page.records), max_bytes)
                     {
-                        match tokio::time::timeout(SCAN_IDLE_TIMEOUT, tx.send(Ok(message))).await {
+                        match tokio::time::timeout(idle_timeout, tx.send(Ok(message))).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
                                 tracing::debug!("scan client went away");
@@ -291,7 +291,7 @@ impl VectorService for VectorApi {
                             }
                             Err(_) => {
                                 tracing::info!(
-                                    idle_s = SCAN_IDLE_TIMEOUT.as_secs(),
+                                    idle_ms = idle_timeout.as_millis() as u64,
                                     "scan client read nothing for too long; stream closed"
                                 );
                                 idle_flag.store(true, Ordering::SeqCst);
@@ -317,7 +317,7 @@ impl VectorService for VectorApi {
             // idle client, so a truncated stream never looks complete.
             let tail = stream::once(async move { idle.load(Ordering::SeqCst) })
                 .filter(|idle| std::future::ready(*idle))
-                .map(|_| scan_idle_error());
+                .map(move |_| scan_idle_error(idle_timeout));
             let stream: Self::ScanStream = Box::pin(ReceiverStream::new(rx).chain(tail));
             Ok(Response::new(stream))
         })

@@ -270,3 +270,73 @@ fn two_servers_never_share_a_journal() {
     );
     drop(first);
 }
+
+/// A scan whose client stops reading is closed after the idle timeout: its
+/// task ends and frees the key's scan slot, and the client, reading again,
+/// gets what was buffered and then DEADLINE_EXCEEDED, never a stream that
+/// looks complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_whose_client_stops_reading_is_closed() {
+    let server = Server::start(
+        Some(
+            "[limits]\nmax_scans_per_key = 1\nscan_page_size = 10\nscan_message_bytes = 1024\nscan_idle_timeout_ms = 300\n",
+        ),
+        &[],
+    );
+    let mut client = server.vectors().await;
+    // 12 MB of payloads: more than HTTP/2 flow-control windows and send
+    // buffers hold, so a client that stops reading stalls the server's walk.
+    const RECORDS: usize = 240;
+    let filler = "x".repeat(50_000);
+    for chunk in 0..4 {
+        let records = (0..RECORDS / 4)
+            .map(|i| {
+                let n = (chunk * RECORDS / 4 + i) as u32;
+                let mut r = record(&format!("r{n}"), "t1", "d1", "c1", n);
+                r.payload_json = format!(r#"{{"text":"{filler}"}}"#);
+                r
+            })
+            .collect();
+        client
+            .upsert(UpsertRequest {
+                records,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let scan = || ScanRequest {
+        team_id: "t1".into(),
+        ..Default::default()
+    };
+    let mut stalled = client.scan(scan()).await.unwrap().into_inner();
+    assert!(stalled.message().await.unwrap().is_some());
+    // The client stops reading; its slot comes back once the scan is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut replacement = loop {
+        match client.scan(scan()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "the idle scan was never closed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    let mut read = 0;
+    let ending = loop {
+        match stalled.message().await {
+            Ok(Some(message)) => read += message.records.len(),
+            Ok(None) => panic!("the idle scan ended as if complete after {read} more records"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ending.code(), Code::DeadlineExceeded, "{ending:?}");
+    assert!(read < RECORDS, "{read}");
+    // The replacement, read promptly, sees everything.
+    let mut total = 0;
+    while let Some(message) = replacement.message().await.unwrap() {
+        total += message.records.len();
+    }
+    assert_eq!(total, RECORDS);
+}
