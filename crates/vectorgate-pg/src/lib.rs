@@ -27,6 +27,17 @@
 //!   returns vectors bit for bit) and avoids printing and parsing floats;
 //!   `Vec<Vector>` binds as `vector[]`, which is what lets an upsert batch be
 //!   one `INSERT ... SELECT FROM UNNEST(...)` statement.
+//! - **Ids belong to their team.** Ids are unique across teams and a record
+//!   never changes team. An upsert is one transaction: `INSERT ... ON
+//!   CONFLICT (id) DO UPDATE SET ... WHERE <table>.team_id =
+//!   EXCLUDED.team_id RETURNING id` leaves a row another team holds as it
+//!   is (locked, not returned); when fewer ids come back than were sent, the
+//!   owners of the missing ones are read in the same transaction, it is
+//!   rolled back, and the call fails with [`Error::Conflict`] on
+//!   `records[i].id` (the first such record of the request): nothing of it
+//!   is written. Rows are written in id order, so concurrent upserts lock in
+//!   one order and do not deadlock each other. Every delete, recall and
+//!   team-scoped count or scan filters by `team_id` in SQL.
 //! - **Payloads travel as text** cast to `jsonb` (and back with
 //!   `payload::text`): sqlx's `json` feature cannot be enabled in this
 //!   workspace (its weak `sqlx-sqlite?/json` makes cargo's resolver pull
@@ -82,6 +93,7 @@ use pgvector::Vector;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -743,21 +755,69 @@ impl VectorStore for PgStore {
                     .map_err(|e| Error::internal(self.name_str(), e))?,
             );
         }
-        self.bounded("upsert", async {
-            let mut conn = self.acquire().await?;
-            sqlx::query(AssertSqlSafe(Arc::clone(&schema.statements.upsert)))
-                .bind(ids)
-                .bind(teams)
-                .bind(datasets)
-                .bind(collections)
-                .bind(vectors)
-                .bind(created)
-                .bind(payloads)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.map(e))
-        })
-        .await?;
+        let held = self
+            .bounded("upsert", async {
+                let mut conn = self.acquire().await?;
+                let mut tx = conn.begin().await.map_err(|e| self.map(e))?;
+                let written: Vec<String> =
+                    sqlx::query_scalar(AssertSqlSafe(Arc::clone(&schema.statements.upsert)))
+                        .bind(&ids)
+                        .bind(teams)
+                        .bind(datasets)
+                        .bind(collections)
+                        .bind(vectors)
+                        .bind(created)
+                        .bind(payloads)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(|e| self.map(e))?;
+                if written.len() == n {
+                    tx.commit().await.map_err(|e| self.map(e))?;
+                    return Ok(None);
+                }
+                // Some ids are held by another team: their rows are locked by
+                // this transaction, so their owners are read before anything
+                // can change, then everything is rolled back.
+                let written: HashSet<&str> = written.iter().map(String::as_str).collect();
+                let skipped: Vec<&str> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !written.contains(id))
+                    .collect();
+                let rows = sqlx::query(AssertSqlSafe(Arc::clone(&schema.statements.owners)))
+                    .bind(&skipped)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.map(e))?;
+                tx.rollback().await.map_err(|e| self.map(e))?;
+                let mut held = HashMap::with_capacity(rows.len());
+                for row in &rows {
+                    let id: String = row.try_get("id").map_err(|e| self.map(e))?;
+                    let team: String = row.try_get("team_id").map_err(|e| self.map(e))?;
+                    held.insert(id, team);
+                }
+                Ok(Some((written.len(), held)))
+            })
+            .await?;
+        if let Some((written, held)) = held {
+            // The first record of the request, in request order, whose id
+            // another team holds.
+            let taken = prepared
+                .ids
+                .iter()
+                .zip(records)
+                .position(|(id, r)| held.get(id).is_some_and(|team| *team != r.team_id));
+            return Err(match taken {
+                Some(i) => Error::id_taken(format!("records[{i}].id"), &prepared.ids[i]),
+                None => Error::internal(
+                    self.name_str(),
+                    format!(
+                        "upsert wrote {written} of {n} records, yet no id is held by another \
+                         team; rolled back, nothing was written"
+                    ),
+                ),
+            });
+        }
         Ok(UpsertOutcome { ids: prepared.ids })
     }
 

@@ -140,7 +140,13 @@ pub(crate) enum FilterShape {
 /// statement per connection, keyed by this text).
 #[derive(Debug)]
 pub(crate) struct Statements {
+    /// Inserts or updates within the team (see [`Statements::new`]);
+    /// returns the id of every row it wrote. `$1` ids, `$2` teams, `$3`
+    /// datasets, `$4` collections, `$5` vectors, `$6` `created_at_ms`, `$7`
+    /// payloads as text.
     pub upsert: Arc<str>,
+    /// `id, team_id` of the rows holding the ids `$1`.
+    pub owners: Arc<str>,
     /// `[shape][with_payload]`.
     recall: [[Arc<str>; 2]; 3],
     pub delete_ids: Arc<str>,
@@ -177,6 +183,11 @@ impl Statements {
         };
         let shapes = [FilterShape::Any, FilterShape::Only, FilterShape::Except];
         Statements {
+            // A record never changes team: a row held by another team is
+            // left alone (locked, not updated, not returned), so fewer ids
+            // come back than were sent and the caller rolls back. Rows are
+            // written in id order, so concurrent upserts lock in one order
+            // and cannot deadlock each other.
             upsert: format!(
                 "INSERT INTO {table} \
                  (id, team_id, dataset_id, collection_id, vector, created_at_ms, payload) \
@@ -184,12 +195,16 @@ impl Statements {
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::vector[], \
                  $6::int8[], $7::text[]) \
                  AS r(id, team_id, dataset_id, collection_id, vector, created_at_ms, payload) \
+                 ORDER BY id COLLATE \"C\" \
                  ON CONFLICT (id) DO UPDATE SET \
-                 team_id = EXCLUDED.team_id, dataset_id = EXCLUDED.dataset_id, \
+                 dataset_id = EXCLUDED.dataset_id, \
                  collection_id = EXCLUDED.collection_id, vector = EXCLUDED.vector, \
-                 created_at_ms = EXCLUDED.created_at_ms, payload = EXCLUDED.payload"
+                 created_at_ms = EXCLUDED.created_at_ms, payload = EXCLUDED.payload \
+                 WHERE {table}.team_id = EXCLUDED.team_id \
+                 RETURNING id"
             )
             .into(),
+            owners: format!("SELECT id, team_id FROM {table} WHERE id = ANY($1)").into(),
             recall: shapes.map(|shape| [recall(shape, false), recall(shape, true)]),
             delete_ids: format!("DELETE FROM {table} WHERE team_id = $1 AND id = ANY($2)").into(),
             delete_datasets: format!(

@@ -358,25 +358,30 @@ async fn upsert_delete_count_and_scan() {
     assert!(page.records.iter().all(|r| r.vector.is_empty()));
     assert_eq!(page.next_cursor, None);
 
-    // Last write wins, team included.
+    // A record never changes team: another team's upsert of "a" is refused
+    // as a whole (its new record "n" is not written either).
     let mut moved = records[2].clone();
     moved.team_id = "t2".into();
     moved.payload = Some(serde_json::json!({"moved": true}));
-    s.upsert(&[moved]).await.unwrap();
-    assert_eq!(s.count(&count(Some("t2"), None, None)).await.unwrap(), 2);
+    let fresh = record("n", "t2", "d1", "c1", v(0.5));
+    let err = s.upsert(&[fresh, moved]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("records[1].id"), "{err}");
+    assert_eq!(s.count(&count(Some("t2"), None, None)).await.unwrap(), 1);
+    assert_eq!(s.count(&count(Some("t1"), None, None)).await.unwrap(), 3);
 
     // Deletes stay within the team.
     let by_ids = DeleteSelector::Ids {
         team_id: "t1".into(),
         ids: vec!["a".into(), "x".into(), "B".into(), "nope".into()],
     };
-    assert_eq!(s.delete(&by_ids).await.unwrap(), 1, "only B belongs to t1");
+    assert_eq!(s.delete(&by_ids).await.unwrap(), 2, "a and B belong to t1");
     let by_collections = DeleteSelector::Scope {
         team_id: "t2".into(),
         dataset_ids: vec!["d1".into(), "d2".into()],
         collection_ids: Some(vec!["c1".into()]),
     };
-    assert_eq!(s.delete(&by_collections).await.unwrap(), 2);
+    assert_eq!(s.delete(&by_collections).await.unwrap(), 1);
     let by_datasets = DeleteSelector::Scope {
         team_id: "t1".into(),
         dataset_ids: vec!["d1".into()],
