@@ -324,3 +324,63 @@ impl VectorService for VectorApi {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::auth::Principal;
+    use crate::config::AdmissionConfig;
+    use vectorgate::{DynStore, IndexSpec, ManagerConfig, Metric, RetryConfig};
+    use vectorgate_testkit::fault::{Fault, FaultyStore};
+    use vectorgate_testkit::memory::MemoryStore;
+
+    /// A call the manager would let run for a minute ends at the server's
+    /// request timeout, with DEADLINE_EXCEEDED naming the setting.
+    #[tokio::test(start_paused = true)]
+    async fn every_call_has_a_server_side_deadline() {
+        let spec = IndexSpec::new(4, Metric::Cosine);
+        let memory = Arc::new(MemoryStore::new("slow"));
+        let faulty = FaultyStore::wrap(memory);
+        let mut config = ManagerConfig::new(spec).without_replication();
+        config.retry = RetryConfig {
+            attempts: 1,
+            attempt_timeout_ms: 60_000,
+            deadline_ms: 60_000,
+            ..RetryConfig::default()
+        };
+        let manager = VectorManager::start(config, vec![faulty.clone() as DynStore])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        faulty.set(Fault::Hang);
+        let api = VectorApi::new(
+            Arc::new(manager),
+            ServiceLimits {
+                scan_page_size: 10,
+                scan_message_bytes: 1024,
+                request_timeout: Duration::from_millis(500),
+                scan_idle_timeout: Duration::from_secs(1),
+            },
+            Admission::new(AdmissionConfig::default()),
+        );
+        let mut request = Request::new(RecallRequest {
+            team_id: "t".into(),
+            dataset_ids: vec!["d".into()],
+            vector: vec![1.0, 0.0, 0.0, 0.0],
+            limit: 1,
+            ..Default::default()
+        });
+        request
+            .extensions_mut()
+            .insert(Arc::new(Principal::anonymous(1)));
+        let started = tokio::time::Instant::now();
+        let status = api.recall(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("request_timeout_ms"),
+            "{status:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+    }
+}
