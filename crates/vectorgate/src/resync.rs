@@ -181,12 +181,15 @@ where
 }
 
 /// Deletes the records of `to` with ids in `(after, through]` (`through`
-/// `None`: to the end) that are not in `keep`.
+/// `None`: to the end) whose (id, team) is not in `keep`. A record the
+/// source holds under another team is an extra too: it is deleted before
+/// the page is copied, or the target would refuse the copy (an id belongs
+/// to one team).
 async fn delete_extras(
     to: &dyn VectorStore,
     after: Option<&str>,
     through: Option<&str>,
-    keep: &BTreeSet<&str>,
+    keep: &BTreeSet<(&str, &str)>,
     options: &ResyncOptions,
 ) -> Result<()> {
     let mut cursor = after.map(str::to_owned);
@@ -204,7 +207,7 @@ async fn delete_extras(
                 past_end = true;
                 break;
             }
-            if !keep.contains(record.id.as_str()) {
+            if !keep.contains(&(record.id.as_str(), record.team_id.as_str())) {
                 extras
                     .entry(record.team_id.clone())
                     .or_default()
@@ -297,7 +300,11 @@ pub async fn copy_store(
         } else {
             page.records.last().map(|r| r.id.clone())
         };
-        let keep: BTreeSet<&str> = page.records.iter().map(|r| r.id.as_str()).collect();
+        let keep: BTreeSet<(&str, &str)> = page
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.team_id.as_str()))
+            .collect();
         delete_extras(
             to,
             progress.cursor.as_deref(),

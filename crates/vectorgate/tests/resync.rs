@@ -60,6 +60,55 @@ async fn contents(store: &dyn VectorStore) -> BTreeMap<String, Vec<f32>> {
     }
 }
 
+/// The target holds ids the source holds under another team (it missed a
+/// delete and a re-creation by another team): the copy replaces them,
+/// since an id belongs to one team and the target would refuse the upsert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_replaces_records_the_target_holds_under_another_team() {
+    let from = filled("from", 30).await;
+    let to = filled("to", 30).await;
+    let mut moved: Vec<Record> = (0..30).step_by(7).map(|i| record(i, 1.0)).collect();
+    let ids: Vec<String> = moved.iter().map(|r| r.id.clone()).collect();
+    for team in ["team0", "team1", "team2"] {
+        from.delete(&DeleteSelector::Ids {
+            team_id: team.into(),
+            ids: ids.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    for r in &mut moved {
+        r.team_id = "newcomer".into();
+    }
+    from.upsert(&moved).await.unwrap();
+
+    let options = ResyncOptions {
+        page_size: 8,
+        ..ResyncOptions::default()
+    };
+    let report = copy_store(from.as_ref(), to.as_ref(), &options, |_| {})
+        .await
+        .unwrap();
+    assert!(
+        report.teams.iter().all(|t| t.source == t.target),
+        "{report:?}"
+    );
+    let teams = |store: Arc<MemoryStore>| async move {
+        let page = store
+            .scan(&ScanRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        page.records
+            .into_iter()
+            .map(|r| (r.id, r.team_id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(teams(from).await, teams(to).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_copy_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
