@@ -36,7 +36,18 @@
 //!   `vector_f32`; `scan` returns those (and parses the text only for rows
 //!   written without them).
 //! - **Writes** are multi-row `INSERT ... ON DUPLICATE KEY UPDATE`, cut by
-//!   size; a write of several statements runs in one transaction.
+//!   size, in id order (concurrent upserts lock rows in one order), all in
+//!   one transaction.
+//! - **Ids belong to their team.** Ids are unique across teams and a record
+//!   never changes team. The upsert never assigns `team_id` and updates
+//!   every other column only when the stored team is the record's
+//!   (`col = IF(team_id = VALUES(team_id), VALUES(col), col)`); in the same
+//!   transaction it then reads `id, team_id` of every id it sent (rows its
+//!   statements locked). If one is not the record's team, the transaction is
+//!   rolled back and the call fails with [`Error::Conflict`] on
+//!   `records[i].id`, the first such record of the request: nothing of it is
+//!   written. Every delete, recall and team-scoped count or scan filters by
+//!   `team_id` in SQL.
 //! - **Errors** are mapped in one function (module `errors`). A call that
 //!   gets no connection is `Timeout` when every connection is busy (pool
 //!   starvation) and `Unavailable` when none could be opened (server down;
@@ -75,6 +86,7 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -900,6 +912,9 @@ impl VectorStore for OceanBaseStore {
                 payload,
             });
         }
+        // In id order, so concurrent upserts lock rows in one order and do
+        // not deadlock each other.
+        rows.sort_unstable_by(|a, b| a.record.id.cmp(&b.record.id));
         // Cut into statements of bounded size.
         let mut chunks: Vec<&[EncodedRow<'_>]> = Vec::new();
         let mut start = 0;
@@ -922,26 +937,53 @@ impl VectorStore for OceanBaseStore {
 
         let limit = self.statement_timeout();
         let mut conn = self.acquire("upsert").await?;
-        if let [only] = chunks.as_slice() {
+        // One transaction: the statements, then the owner check, all or
+        // nothing.
+        let mut tx = self.run("upsert: begin", limit, conn.begin()).await?;
+        for chunk in &chunks {
             self.run(
                 "upsert",
                 limit,
-                upsert_query(table, only).execute(&mut *conn),
+                upsert_query(table, chunk).execute(&mut *tx),
             )
             .await?;
-        } else {
-            // Several statements: all or nothing.
-            let mut tx = self.run("upsert: begin", limit, conn.begin()).await?;
-            for chunk in &chunks {
-                self.run(
-                    "upsert",
-                    limit,
-                    upsert_query(table, chunk).execute(&mut *tx),
-                )
-                .await?;
-            }
-            self.run("upsert: commit", limit, tx.commit()).await?;
         }
+        // Every row the statements touched is locked by this transaction
+        // now (inserted, updated, or left alone as another team's), so the
+        // owners read here stay the owners until it ends.
+        let ids: Vec<&str> = rows.iter().map(|row| row.record.id.as_str()).collect();
+        let mut owners: HashMap<String, String> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(sql::IDS_PER_STATEMENT) {
+            let mut q = sqlx::query(AssertSqlSafe(sql::owners(table, chunk.len())));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            let found = self
+                .run("upsert: check owners", limit, q.fetch_all(&mut *tx))
+                .await?;
+            for row in &found {
+                let read = |row: &MySqlRow| -> Result<(String, String), sqlx::Error> {
+                    Ok((row.try_get("id")?, row.try_get("team_id")?))
+                };
+                let (id, team) = read(row).map_err(decode_ref(self, "upsert: check owners"))?;
+                owners.insert(id, team);
+            }
+        }
+        // The first record of the request whose id is not its team's (held
+        // by another team, or gone with it: the statement did not write it).
+        let taken = prepared
+            .ids
+            .iter()
+            .zip(records)
+            .position(|(id, r)| owners.get(id) != Some(&r.team_id));
+        if let Some(i) = taken {
+            self.run("upsert: rollback", limit, tx.rollback()).await?;
+            return Err(Error::id_taken(
+                format!("records[{i}].id"),
+                &prepared.ids[i],
+            ));
+        }
+        self.run("upsert: commit", limit, tx.commit()).await?;
         Ok(UpsertOutcome { ids: prepared.ids })
     }
 
@@ -1022,7 +1064,7 @@ impl VectorStore for OceanBaseStore {
         match selector {
             DeleteSelector::Ids { team_id, ids } => {
                 let limit = self.statement_timeout();
-                let chunks: Vec<&[String]> = ids.chunks(sql::DELETE_IDS_PER_STATEMENT).collect();
+                let chunks: Vec<&[String]> = ids.chunks(sql::IDS_PER_STATEMENT).collect();
                 let mut removed = 0;
                 if let [only] = chunks.as_slice() {
                     let done = self

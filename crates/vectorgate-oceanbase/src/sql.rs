@@ -22,8 +22,8 @@ pub(crate) const UPSERT_PARAMS_PER_ROW: usize = 8;
 /// bytes of parameters (the server's `max_allowed_packet` is 16 MiB by default).
 pub(crate) const UPSERT_STATEMENT_BYTES: usize = 4 * 1024 * 1024;
 
-/// Ids per `DELETE ... id IN (...)` statement.
-pub(crate) const DELETE_IDS_PER_STATEMENT: usize = 1000;
+/// Ids per `... id IN (...)` statement (deletes, the owner check of upserts).
+pub(crate) const IDS_PER_STATEMENT: usize = 1000;
 
 /// `CREATE TABLE IF NOT EXISTS` for the meta table.
 pub(crate) fn create_meta_table(meta: &str) -> String {
@@ -122,7 +122,24 @@ pub(crate) fn placeholders(n: usize) -> String {
     out
 }
 
-/// The multi-row upsert for `rows` records: last write wins on every column.
+/// Columns an upsert replaces on an existing row: every one but the id and
+/// the team (a record never changes team).
+const UPDATED_COLUMNS: [&str; 6] = [
+    "dataset_id",
+    "collection_id",
+    "vector",
+    "vector_f32",
+    "created_at_ms",
+    "payload",
+];
+
+/// The multi-row upsert for `rows` records: last write wins on every column
+/// of a row the same team holds; a row another team holds is left exactly as
+/// it is (`col = IF(team_id = VALUES(team_id), VALUES(col), col)`; `team_id`
+/// itself is never assigned, so every `IF` sees the stored team). The caller
+/// then reads the owners back ([`owners`]) and rolls back on a mismatch.
+/// `VALUES()` is what seekdb (OceanBase 4.3) documents; it also accepts the
+/// MySQL 8 row alias, which MySQL prefers.
 pub(crate) fn upsert(table: &str, rows: usize) -> String {
     let row = placeholders(UPSERT_PARAMS_PER_ROW);
     let mut sql = format!("INSERT INTO `{table}` ({UPSERT_COLUMNS}) VALUES ");
@@ -132,13 +149,24 @@ pub(crate) fn upsert(table: &str, rows: usize) -> String {
         }
         sql.push_str(&row);
     }
-    sql.push_str(
-        " ON DUPLICATE KEY UPDATE team_id = VALUES(team_id), dataset_id = VALUES(dataset_id), \
-         collection_id = VALUES(collection_id), vector = VALUES(vector), \
-         vector_f32 = VALUES(vector_f32), created_at_ms = VALUES(created_at_ms), \
-         payload = VALUES(payload)",
-    );
+    sql.push_str(" ON DUPLICATE KEY UPDATE ");
+    for (i, column) in UPDATED_COLUMNS.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "{column} = IF(team_id = VALUES(team_id), VALUES({column}), {column})"
+        ));
+    }
     sql
+}
+
+/// `id, team_id` of the rows holding `n` ids (bound in order).
+pub(crate) fn owners(table: &str, n: usize) -> String {
+    format!(
+        "SELECT id, team_id FROM `{table}` WHERE id IN {}",
+        placeholders(n)
+    )
 }
 
 /// A vector as OceanBase's literal `[v1,v2,...]`, each value in the
@@ -385,6 +413,27 @@ mod tests {
         assert_eq!(sql.matches('?').count(), 2 * UPSERT_PARAMS_PER_ROW);
         assert!(sql.starts_with("INSERT INTO `t` (id, "), "{sql}");
         assert!(sql.contains("ON DUPLICATE KEY UPDATE"), "{sql}");
+        // The team is never assigned; every other column only within the team.
+        let update = sql
+            .split("ON DUPLICATE KEY UPDATE")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            !update.trim_start().starts_with("team_id") && !update.contains(", team_id ="),
+            "{sql}"
+        );
+        for column in UPDATED_COLUMNS {
+            assert!(
+                update.contains(&format!(
+                    "{column} = IF(team_id = VALUES(team_id), VALUES({column}), {column})"
+                )),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            owners("t", 2),
+            "SELECT id, team_id FROM `t` WHERE id IN (?, ?)"
+        );
         let ddl = create_vector_index("t", Metric::InnerProduct, 16, 200);
         assert!(
             ddl.contains("distance=inner_product, type=hnsw, lib=vsag, m=16, ef_construction=200"),
