@@ -22,6 +22,13 @@
 //!   writer lock is still held, so memory applies changes in commit order.
 //!   A caller that gives up on an `upsert` (timeout, dropped future) does
 //!   not split them: the blocking task commits and updates memory together.
+//! - **Ids belong to their team.** Ids are unique across teams and a record
+//!   never changes team: an upsert reads the owners of its ids inside its
+//!   write transaction (the one writer, `BEGIN IMMEDIATE`), and if another
+//!   team holds one it rolls back and fails with `Error::Conflict` on
+//!   `records[i].id`, the first such record of the request; nothing is
+//!   written and memory is not touched. Deletes, recall, count and scan
+//!   filter by team.
 //! - **Search is exact**, scoped first and scored second: rows are grouped
 //!   per `(team, dataset)` with contiguous vectors, so a recall reads only
 //!   the datasets it names, through SimSIMD kernels (module `kernels`) into a
@@ -285,28 +292,41 @@ impl VectorStore for EmbeddedStore {
         let ids = prepared.ids;
         // Owned for the blocking task; a copy is cheap next to the fsync.
         let rows = prepared.records.into_owned();
-        self.blocking(move |inner| {
-            let mut conn = inner.writer.lock();
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            sql::upsert(&tx, &rows)?;
-            tx.commit()?;
-            // Committed and durable; still under the writer lock, so memory
-            // sees writes in commit order.
-            let mut index = ready.index.write();
-            for r in &rows {
-                index
-                    .upsert(
-                        &r.id,
-                        &r.team_id,
-                        &r.dataset_id,
-                        &r.collection_id,
-                        &r.vector,
-                    )
-                    .map_err(DbError::Corrupt)?;
-            }
-            Ok(())
-        })
-        .await?;
+        let taken = self
+            .blocking(move |inner| {
+                let mut conn = inner.writer.lock();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Check and write in one write transaction: no other writer,
+                // in this process or another, runs in between.
+                let taken = sql::taken_ids(&tx, &rows)?;
+                if !taken.is_empty() {
+                    // Dropping the transaction rolls it back; memory is
+                    // untouched.
+                    return Ok(taken);
+                }
+                sql::upsert(&tx, &rows)?;
+                tx.commit()?;
+                // Committed and durable; still under the writer lock, so memory
+                // sees writes in commit order.
+                let mut index = ready.index.write();
+                for r in &rows {
+                    index
+                        .upsert(
+                            &r.id,
+                            &r.team_id,
+                            &r.dataset_id,
+                            &r.collection_id,
+                            &r.vector,
+                        )
+                        .map_err(DbError::Corrupt)?;
+                }
+                Ok(taken)
+            })
+            .await?;
+        // The first record of the request whose id another team holds.
+        if let Some(i) = ids.iter().position(|id| taken.contains(id)) {
+            return Err(Error::id_taken(format!("records[{i}].id"), &ids[i]));
+        }
         Ok(UpsertOutcome { ids })
     }
 

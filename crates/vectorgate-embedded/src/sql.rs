@@ -7,7 +7,7 @@ use crate::errors::DbError;
 use rusqlite::types::Value;
 use rusqlite::vtab::array::Array;
 use rusqlite::{Connection, Row, Transaction, params, params_from_iter};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use vectorgate::{CountScope, DeleteSelector, Record, ScanRequest};
 
@@ -52,23 +52,50 @@ fn array(values: &[String]) -> Array {
     Rc::new(values.iter().cloned().map(Value::Text).collect())
 }
 
-/// Writes prepared (validated, deduplicated) records inside `tx`. The
-/// statement is prepared once and reused for every row; with SQLite that
-/// is as fast as a multi-row insert and has no parameter-count limit.
+/// The ids among `records` that a row of another team holds, read inside
+/// the write transaction (so nothing can change them before it ends).
+pub(crate) fn taken_ids(
+    tx: &Transaction<'_>,
+    records: &[Record],
+) -> Result<HashSet<String>, DbError> {
+    let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let teams: HashMap<&str, &str> = records
+        .iter()
+        .map(|r| (r.id.as_str(), r.team_id.as_str()))
+        .collect();
+    let mut stmt = tx.prepare_cached("SELECT id, team_id FROM vectors WHERE id IN rarray(?1)")?;
+    let mut rows = stmt.query(params![array(&ids)])?;
+    let mut taken = HashSet::new();
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let team: String = row.get(1)?;
+        if teams.get(id.as_str()).is_some_and(|wanted| *wanted != team) {
+            taken.insert(id);
+        }
+    }
+    Ok(taken)
+}
+
+/// Writes prepared (validated, deduplicated) records inside `tx`, after
+/// [`taken_ids`] found none held by another team. The statement is prepared
+/// once and reused for every row; with SQLite that is as fast as a
+/// multi-row insert and has no parameter-count limit. It never changes a
+/// row's team: a row of another team would be left alone, which is
+/// reported as corruption (the check before it must have seen it).
 pub(crate) fn upsert(tx: &Transaction<'_>, records: &[Record]) -> Result<(), DbError> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO vectors (id, team_id, dataset_id, collection_id, vector, created_at_ms, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET
-             team_id = excluded.team_id,
              dataset_id = excluded.dataset_id,
              collection_id = excluded.collection_id,
              vector = excluded.vector,
              created_at_ms = excluded.created_at_ms,
-             payload = excluded.payload",
+             payload = excluded.payload
+         WHERE vectors.team_id = excluded.team_id",
     )?;
     for r in records {
-        stmt.execute(params![
+        let written = stmt.execute(params![
             r.id,
             r.team_id,
             r.dataset_id,
@@ -77,6 +104,13 @@ pub(crate) fn upsert(tx: &Transaction<'_>, records: &[Record]) -> Result<(), DbE
             r.created_at_ms,
             encode_payload(r.payload.as_ref())?,
         ])?;
+        if written != 1 {
+            return Err(DbError::Corrupt(format!(
+                "record {} is held by another team although the check before the write found \
+                 none; nothing was written",
+                r.id
+            )));
+        }
     }
     Ok(())
 }

@@ -367,31 +367,78 @@ async fn invalid_input_changes_nothing() {
     assert!(store.recall(&q).await.unwrap().is_empty());
 }
 
+/// A record never changes team: another team's upsert of its id is refused
+/// as a whole, and neither the file nor memory changes; the owner still
+/// moves it between datasets, and once it deleted it the id is free.
 #[tokio::test]
-async fn moving_a_record_to_another_team_moves_it_in_memory() {
+async fn a_refused_takeover_changes_neither_memory_nor_the_file() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir, IndexSpec::new(2, Metric::L2)).await;
     store
         .upsert(&[record("x", "t1", "d", "c", vec![0.0, 0.0])])
         .await
         .unwrap();
-    store
-        .upsert(&[record("x", "t2", "e", "c", vec![1.0, 0.0])])
+    let err = store
+        .upsert(&[
+            record("y", "t2", "e", "c", vec![0.5, 0.0]),
+            record("x", "t2", "e", "c", vec![1.0, 0.0]),
+        ])
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(
-        store
-            .recall(&query("t1", &["d"], vec![0.0, 0.0], 5))
-            .await
-            .unwrap()
-            .is_empty()
+        matches!(&err, Error::Conflict { field, .. } if field == "records[1].id"),
+        "{err:?}"
     );
-    let hits = store
-        .recall(&query("t2", &["e"], vec![0.0, 0.0], 5))
+    let recall_as = |team: &'static str, dataset: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .recall(&query(team, &[dataset], vec![0.0, 0.0], 5))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(recall_as("t2", "e").await.is_empty(), "memory took y or x");
+    let hits = recall_as("t1", "d").await;
+    assert_eq!((hits[0].id.as_str(), hits[0].score), ("x", 0.0));
+    assert_eq!(store.count(&all()).await.unwrap(), 1);
+    // The file agrees: a fresh handle loads the same single record.
+    drop(store);
+    let store = open(&dir, IndexSpec::new(2, Metric::L2)).await;
+    let page = store
+        .scan(&ScanRequest {
+            limit: 10,
+            with_vectors: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!((hits[0].id.as_str(), hits[0].score), ("x", -1.0));
-    // The old team can no longer delete it.
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(
+        (
+            page.records[0].team_id.as_str(),
+            page.records[0].dataset_id.as_str()
+        ),
+        ("t1", "d")
+    );
+    // The owner moves it to another dataset, memory follows.
+    store
+        .upsert(&[record("x", "t1", "e", "c", vec![1.0, 0.0])])
+        .await
+        .unwrap();
+    let recall = |team: &'static str, dataset: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .recall(&query(team, &[dataset], vec![0.0, 0.0], 5))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(recall("t1", "d").await.is_empty());
+    assert_eq!(recall("t1", "e").await[0].score, -1.0);
+    // Deleted by its owner, the id is free for another team.
     let deleted = store
         .delete(&DeleteSelector::Ids {
             team_id: "t1".into(),
@@ -399,8 +446,13 @@ async fn moving_a_record_to_another_team_moves_it_in_memory() {
         })
         .await
         .unwrap();
-    assert_eq!(deleted, 0);
-    assert_eq!(store.count(&all()).await.unwrap(), 1);
+    assert_eq!(deleted, 1);
+    store
+        .upsert(&[record("x", "t2", "e", "c", vec![1.0, 0.0])])
+        .await
+        .unwrap();
+    assert!(recall("t1", "e").await.is_empty());
+    assert_eq!(recall("t2", "e").await[0].id, "x");
 }
 
 #[tokio::test]
