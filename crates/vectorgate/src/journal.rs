@@ -640,9 +640,22 @@ impl Journal {
             .map_err(|e| db_error("journal dead letters", e))
     }
 
-    /// Removes every dead letter of `store` (re-driven or discarded by an
-    /// operator); returns the oldest one's sequence number, if any.
-    pub fn clear_dead_letters(&mut self, store: &str) -> Result<Option<u64>> {
+    /// Drops every dead letter of `store` (an operator accepts that the
+    /// store lacks them); returns how many there were.
+    pub fn discard_dead_letters(&mut self, store: &str) -> Result<u64> {
+        let dropped = self
+            .conn
+            .execute("DELETE FROM dead_letters WHERE store = ?1", params![store])
+            .map_err(|e| db_error("journal dead letters", e))?;
+        Ok(dropped as u64)
+    }
+
+    /// Re-drives every dead letter of `store`: removes them and, in the same
+    /// transaction, moves the store's saved cursor back to just before the
+    /// oldest one, so the store replays the journal from there even if the
+    /// process stops before its next cursor save (a re-drive is never
+    /// lost). Returns the oldest dead letter's sequence number, if any.
+    pub fn redrive_dead_letters(&mut self, store: &str) -> Result<Option<u64>> {
         let tx = self
             .conn
             .transaction()
@@ -654,6 +667,13 @@ impl Journal {
                 |row| row.get(0),
             )
             .map_err(|e| db_error("journal dead letters", e))?;
+        if let Some(oldest) = oldest {
+            tx.execute(
+                "UPDATE cursors SET applied = min(applied, ?2) WHERE store = ?1",
+                params![store, oldest - 1],
+            )
+            .map_err(|e| db_error("journal cursors", e))?;
+        }
         tx.execute("DELETE FROM dead_letters WHERE store = ?1", params![store])
             .map_err(|e| db_error("journal dead letters", e))?;
         tx.commit()
@@ -739,9 +759,17 @@ mod tests {
             journal.oldest_dead_letters().unwrap(),
             vec![("pg".into(), 1)]
         );
-        assert_eq!(journal.clear_dead_letters("pg").unwrap(), Some(1));
+        journal.save_cursors(&[("pg", 1), ("local", 1)]).unwrap();
+        assert_eq!(journal.redrive_dead_letters("pg").unwrap(), Some(1));
         assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);
-        assert_eq!(journal.clear_dead_letters("pg").unwrap(), None);
+        // The saved cursor moved back with the re-drive, in one transaction.
+        let mut cursors = journal.cursors().unwrap();
+        cursors.sort();
+        assert_eq!(cursors, vec![("local".into(), 1), ("pg".into(), 0)]);
+        assert_eq!(journal.redrive_dead_letters("pg").unwrap(), None);
+        journal.dead_letter("pg", &entry, "rejected", 5).unwrap();
+        assert_eq!(journal.discard_dead_letters("pg").unwrap(), 1);
+        assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);
 
         journal.set_hold("local", "resync", 5).unwrap();
         assert_eq!(

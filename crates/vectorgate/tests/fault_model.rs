@@ -30,7 +30,8 @@
 //! `VECTORGATE_MODEL_SEED=N` replays one seed; `VECTORGATE_MODEL_SEEDS=N`
 //! runs N seeds per test function (default 30, 4 functions);
 //! `VECTORGATE_MODEL_STEPS=N` sets the steps per history (default 60);
-//! `VECTORGATE_MODEL_TRACE=1` prints every step and outcome (with
+//! `VECTORGATE_MODEL_TRACE=1` prints every step and outcome, and
+//! `VECTORGATE_MODEL_TRACE=debug` (any log filter) the manager's log too (with
 //! `--nocapture`); `VECTORGATE_MODEL_KEEP=3,7,9` keeps only those steps of
 //! the seed's history (to replay a shrunk history by hand).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -82,9 +83,12 @@ enum JournalFault {
 
 #[derive(Clone)]
 enum Op {
-    /// `ids`: `Some(n)` is record `t{team}-r{n}`, `None` an id-less record.
+    /// `ids`: `Some(n)` is record `t{owner}-r{n}`, `None` an id-less
+    /// record, written as records of `team`. `owner != team` is a take-over
+    /// attempt: ids another team holds must be refused (`Conflict`).
     Upsert {
         team: u8,
+        owner: u8,
         ids: Vec<Option<u16>>,
         version: u32,
         poison: bool,
@@ -125,6 +129,7 @@ impl std::fmt::Debug for Op {
         match self {
             Op::Upsert {
                 team,
+                owner,
                 ids,
                 version,
                 poison,
@@ -135,6 +140,9 @@ impl std::fmt::Debug for Op {
                     f,
                     "Upsert(t{team} v{version} ids {named:?} + {idless} id-less"
                 )?;
+                if owner != team {
+                    write!(f, ", ids of t{owner}")?;
+                }
                 if *poison {
                     write!(f, ", poison")?;
                 }
@@ -174,10 +182,16 @@ impl Gen {
     fn op(&mut self, used: &mut BTreeSet<(u8, u16)>, scoped: &mut BTreeSet<u8>) -> Option<Op> {
         let team = self.rng.random_range(0..TEAMS);
         let roll = self.rng.random_range(0..100);
+        // One upsert in ten tries to take over another team's ids.
+        let owner = if roll < 50 && self.rng.random_bool(0.1) {
+            (team + self.rng.random_range(1..TEAMS)) % TEAMS
+        } else {
+            team
+        };
         let mut fresh_id = |rng: &mut StdRng| {
             for _ in 0..8 {
                 let n = rng.random_range(0..60u16);
-                if used.insert((team, n)) {
+                if used.insert((owner, n)) {
                     return Some(n);
                 }
             }
@@ -185,9 +199,10 @@ impl Gen {
         };
         match roll {
             0..50 => {
-                if scoped.contains(&team) {
+                if scoped.contains(&team) || scoped.contains(&owner) {
                     return None;
                 }
+
                 let big = self.rng.random_bool(0.05);
                 let len = if big {
                     self.rng.random_range(100..=1000)
@@ -205,9 +220,14 @@ impl Gen {
                 if ids.is_empty() {
                     return None;
                 }
+                if owner != team {
+                    // Keeps a scope delete of the writing team out of this step.
+                    used.insert((team, u16::MAX));
+                }
                 self.version += 1;
                 Some(Op::Upsert {
                     team,
+                    owner,
                     ids,
                     version: self.version,
                     poison: self.rng.random_bool(0.08),
@@ -463,6 +483,7 @@ impl Sim {
         match op {
             Op::Upsert {
                 team,
+                owner,
                 ids,
                 version,
                 poison,
@@ -473,7 +494,7 @@ impl Sim {
                     .map(|(k, n)| match n {
                         Some(n) => record(
                             *team,
-                            format!("t{team}-r{n}"),
+                            format!("t{owner}-r{n}"),
                             u64::from(*n),
                             *version,
                             *poison,
@@ -481,7 +502,36 @@ impl Sim {
                         None => record(*team, String::new(), 1000 + k as u64, *version, *poison),
                     })
                     .collect();
+                // Ids the acknowledged state gives to another team: the
+                // write must be refused, unless a store that missed writes
+                // (dead letters, held) served it.
+                let taken: Vec<&String> = records
+                    .iter()
+                    .map(|r| &r.id)
+                    .filter(|id| {
+                        self.model
+                            .get(*id)
+                            .is_some_and(|held| held.team_id != format!("t{team}"))
+                    })
+                    .collect();
+                let diverged = || {
+                    manager
+                        .status()
+                        .stores
+                        .iter()
+                        .any(|s| s.dead_letters > 0 || s.resync_pending)
+                };
                 match manager.upsert(&records).await {
+                    // Alone in its step: no concurrent delete can have freed them.
+                    Ok(_) if sequential && !taken.is_empty() && !diverged() => Err(format!(
+                        "t{team} took over {taken:?} of another team: the upsert was acknowledged"
+                    )),
+                    Err(error)
+                        if error.kind() == ErrorKind::Conflict
+                            && (!taken.is_empty() || diverged()) =>
+                    {
+                        Ok(Outcome::Failed)
+                    }
                     Ok(outcome) => {
                         let written = records
                             .into_iter()
@@ -915,6 +965,19 @@ fn run_here(seed: u64, stores: u8, steps: &[Step]) -> Result<(), String> {
         .start_paused(true)
         .build()
         .unwrap();
+    // `VECTORGATE_MODEL_TRACE=debug` (any filter) also prints the manager's
+    // own log, for this thread only.
+    let _log = std::env::var("VECTORGATE_MODEL_TRACE")
+        .ok()
+        .filter(|filter| filter != "1")
+        .map(|filter| {
+            tracing::subscriber::set_default(
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                    .with_writer(std::io::stderr)
+                    .finish(),
+            )
+        });
     runtime.block_on(async {
         let mut sim = Sim::start(seed, stores).await;
         let trace = std::env::var_os("VECTORGATE_MODEL_TRACE").is_some();

@@ -176,6 +176,10 @@ pub(crate) struct Replication {
     /// Held by the writer for each group commit; a resync's final check
     /// holds it to compare stores that no write is moving.
     writer_gate: tokio::sync::Mutex<()>,
+    /// Held from reading the cursors to saving them, and by a re-drive
+    /// while it moves a cursor back: a save of cursors read before the
+    /// re-drive can never land after it (and undo it).
+    cursor_gate: tokio::sync::Mutex<()>,
     /// Bytes of entries in the journal (approximate: trims subtract what they delete).
     journal_bytes: AtomicU64,
     pub(crate) replicas: Vec<Replica>,
@@ -303,6 +307,7 @@ impl Replication {
             queue_bytes: Arc::new(Semaphore::new(queue_units as usize)),
             queue_units,
             writer_gate: tokio::sync::Mutex::new(()),
+            cursor_gate: tokio::sync::Mutex::new(()),
             journal_bytes: AtomicU64::new(bytes),
             replicas,
             receiver: Mutex::new(Some(queue_rx)),
@@ -938,6 +943,7 @@ impl Inner {
         let Some(replication) = &self.replication else {
             return;
         };
+        let _gate = replication.cursor_gate.lock().await;
         let cursors = self.cursor_pairs(replication);
         let saved = blocking(&replication.journal, move |j| {
             let pairs: Vec<(&str, u64)> = cursors.iter().map(|(s, c)| (s.as_str(), *c)).collect();
@@ -975,6 +981,7 @@ impl Inner {
     /// logged: both are redone with the next group commit.
     async fn persist_and_trim(&self, replication: &Replication) {
         self.enforce_journal_cap(replication).await;
+        let _gate = replication.cursor_gate.lock().await;
         let cursors = self.cursor_pairs(replication);
         let through = self.trim_floor(replication);
         let done = blocking(&replication.journal, move |j| {
@@ -1238,7 +1245,7 @@ impl Inner {
         let _guard = replica.apply.lock().await;
         let name = self.slots[index].name.clone();
         let dropped = replica.dead_letters.load(Ordering::Relaxed);
-        blocking(&replication.journal, move |j| j.clear_dead_letters(&name)).await?;
+        blocking(&replication.journal, move |j| j.discard_dead_letters(&name)).await?;
         replica.dead_letters.store(0, Ordering::Relaxed);
         replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
         drop(_guard);
@@ -1257,13 +1264,19 @@ impl Inner {
         let guard = replica.apply.lock().await;
         let name = self.slots[index].name.clone();
         let had = replica.dead_letters.load(Ordering::Relaxed);
-        let oldest = blocking(&replication.journal, move |j| j.clear_dead_letters(&name)).await?;
-        replica.dead_letters.store(0, Ordering::Relaxed);
-        replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
-        *replica.refusals.lock() = None;
+        // The saved cursor moves back with the removal of the dead letters
+        // (one transaction), then the one in memory; no save of older
+        // cursors runs in between. The dead floor, which keeps the entries
+        // from being trimmed, is lifted only once the cursor protects them.
+        let gate = replication.cursor_gate.lock().await;
+        let oldest = blocking(&replication.journal, move |j| j.redrive_dead_letters(&name)).await?;
         if let Some(oldest) = oldest {
             replica.rewind(oldest - 1);
         }
+        drop(gate);
+        replica.dead_letters.store(0, Ordering::Relaxed);
+        replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
+        *replica.refusals.lock() = None;
         let target = replication.committed();
         drop(guard);
         replica.wake.notify_one();
