@@ -297,3 +297,95 @@ async fn status_command_prints_a_table() {
     let stderr = String::from_utf8(without.stderr).unwrap();
     assert!(stderr.contains("API key"), "{stderr}");
 }
+
+/// A write key of team t2 that knows an id of team t1 can neither take the
+/// record over (ALREADY_EXISTS, nothing written) nor delete it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_of_one_team_cannot_take_over_another_teams_record() {
+    const WRITER_T2: &str = "writer-t2-key";
+    let config = format!(
+        r#"
+[[api_keys]]
+name = "writer-t1"
+sha256 = "{}"
+teams = ["t1"]
+role = "write"
+
+[[api_keys]]
+name = "writer-t2"
+sha256 = "{}"
+teams = ["t2"]
+role = "write"
+"#,
+        hash_key(WRITER_T1),
+        hash_key(WRITER_T2)
+    );
+    let server = Server::start(Some(&config), &[]);
+    let mut client = server.vectors().await;
+    let mut original = record("shared-id", "t1", "d1", "c1", 1);
+    original.payload_json = r#"{"owner":"t1"}"#.into();
+    client
+        .upsert(req(
+            UpsertRequest {
+                records: vec![original],
+                ..Default::default()
+            },
+            Some(WRITER_T1),
+        ))
+        .await
+        .unwrap();
+
+    let takeover = UpsertRequest {
+        records: vec![
+            record("t2-own", "t2", "d1", "c1", 2),
+            record("shared-id", "t2", "d1", "c1", 3),
+        ],
+        ..Default::default()
+    };
+    let refused = client
+        .upsert(req(takeover, Some(WRITER_T2)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    assert!(refused.message().contains("records[1].id"), "{refused:?}");
+    assert!(refused.message().contains("shared-id"), "{refused:?}");
+    assert!(
+        !refused.message().contains("t1"),
+        "the owner is not revealed: {refused:?}"
+    );
+
+    let deleted = client
+        .delete(req(
+            DeleteRequest {
+                team_id: "t2".into(),
+                ids: vec!["shared-id".into()],
+                ..Default::default()
+            },
+            Some(WRITER_T2),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .deleted;
+    assert_eq!(deleted, 0);
+
+    // Nothing of the refused upsert was written; t1's record is intact.
+    let t2 = client
+        .count(req(count("t2"), Some(WRITER_T2)))
+        .await
+        .unwrap()
+        .into_inner()
+        .count;
+    assert_eq!(t2, 0);
+    let mut query = recall("t1", &["d1"], 1, 5);
+    query.with_payload = true;
+    let hits = client
+        .recall(req(query, Some(WRITER_T1)))
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, "shared-id");
+    assert_eq!(hits[0].payload_json, r#"{"owner":"t1"}"#);
+}
