@@ -8,6 +8,7 @@
 //! cargo run --release -p vectorgate-bench -- failover
 //! cargo run --release -p vectorgate-bench -- backends
 //! cargo run --release -p vectorgate-bench -- soak
+//! cargo run --release -p vectorgate-bench -- noisy-neighbor
 //! ```
 //!
 //! Each benchmark prints a table and writes JSON under `bench-results/`
@@ -18,6 +19,7 @@ mod backends;
 mod chart;
 mod failover;
 mod load;
+mod noisy;
 mod overhead;
 mod replication;
 mod report;
@@ -52,6 +54,9 @@ enum Command {
     /// minutes: memory, journal size and tasks, minute by minute.
     /// Kills the machine's PostgreSQL (and restarts it).
     Soak(soak::Args),
+    /// One team floods writes while another recalls, through the server,
+    /// with per-team admission control on and off.
+    NoisyNeighbor(noisy::Args),
 }
 
 #[tokio::main]
@@ -63,6 +68,7 @@ async fn main() {
         Command::Failover(args) => failover::run(args).await,
         Command::Backends(args) => backends::run(args).await,
         Command::Soak(args) => soak::run(args).await,
+        Command::NoisyNeighbor(args) => noisy::run(args).await,
     };
     if let Err(error) = result {
         eprintln!("error: {error}");
