@@ -45,7 +45,26 @@
 //!   then fetches the page's rows (see [`MilvusStore::scan`]).
 //! - **Deletes** first read the matching ids (strongly consistent, within
 //!   the team), then delete them by primary key, so the count returned is the
-//!   number of records that existed.
+//!   number of records that existed. The ids' locks (below) are held from
+//!   the read to the delete, and a delete by scope reads its ids again
+//!   within the team once it holds them, so a record another team created
+//!   meanwhile under a freed id is never deleted.
+//! - **Ids belong to their team.** Ids are unique across teams and a record
+//!   never changes team. Milvus has no transactions, so an upsert first
+//!   reads the team of each of its ids (`id in [...]`, strongly consistent)
+//!   and, if another team holds one, fails with [`Error::Conflict`] on
+//!   `records[i].id` (the first such record of the request) before writing
+//!   anything. Check and write are made atomic among the calls of one
+//!   [`MilvusStore`] (and its clones) by striped locks: each id hashes to
+//!   one of 64 async mutexes, a call takes the stripes of its ids in
+//!   ascending order (so calls never wait on each other in a cycle) and
+//!   holds them across check and write (deletes across read and delete), so
+//!   calls on distinct ids still run in parallel (a batch covering every
+//!   stripe waits for all of them). Across separate processes writing one
+//!   collection directly the check is **best effort**: two of them can
+//!   still both create one fresh id, the later write winning, team
+//!   included. vectorgate's manager applies each store's writes through one
+//!   applier, so behind a manager the rule holds.
 //! - **Connecting** is lazy: [`MilvusStore::connect`] does no I/O, the first
 //!   call connects, and a failed connection is retried by the next call; once
 //!   connected, the gRPC channel reconnects by itself after the server comes
@@ -131,6 +150,8 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 const SCAN_ATTEMPTS: usize = 4;
 /// Prefix of the collection description; the rest is `IndexSpec::describe`.
 const DESCRIPTION_PREFIX: &str = "vectorgate index: ";
+/// Per-id write locks: an id's lock is stripe `hash(id) % ID_LOCK_STRIPES`.
+const ID_LOCK_STRIPES: usize = 64;
 
 /// A vector store on one Milvus collection. Cheap to clone (an `Arc`);
 /// every method takes `&self` and may run concurrently with the others.
@@ -152,6 +173,9 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     /// The spec `ensure_schema` established.
     spec: RwLock<Option<IndexSpec>>,
+    /// Striped per-id locks held across an upsert's owner check and write,
+    /// and a delete's read and delete (see the crate docs).
+    id_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for MilvusStore {
@@ -196,6 +220,9 @@ impl MilvusStore {
                 client: RwLock::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 spec: RwLock::new(None),
+                id_locks: (0..ID_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
             }),
         })
     }
@@ -632,6 +659,81 @@ impl MilvusStore {
 
     // -------------------------------------------------------------- writes
 
+    /// Locks the stripes of `ids`, each once, in ascending order: two calls
+    /// never wait on each other in a cycle. Held until the guards drop.
+    async fn lock_ids<'a, S: AsRef<str>>(
+        &'a self,
+        ids: &[S],
+    ) -> Vec<tokio::sync::MutexGuard<'a, ()>> {
+        let stripes: BTreeSet<usize> = ids.iter().map(|id| stripe_of(id.as_ref())).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.inner.id_locks[stripe].lock().await);
+        }
+        guards
+    }
+
+    /// The request index of the first record whose id another team holds
+    /// (`ids` are the prepared ids, one per input record).
+    async fn taken_at(
+        &self,
+        client: &ClientV2,
+        ids: &[String],
+        records: &[Record],
+    ) -> Result<Option<usize>> {
+        let unique: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let unique: Vec<&str> = unique.into_iter().collect();
+        let mut owners: HashMap<String, String> = HashMap::with_capacity(unique.len());
+        for chunk in unique.chunks(IDS_PER_EXPR) {
+            let what = "upsert: check owners";
+            let response = self
+                .query(
+                    client,
+                    what,
+                    expr::one_of(ID, chunk),
+                    &[ID, TEAM],
+                    chunk.len(),
+                )
+                .await?;
+            let results = response.results();
+            if results.get_row_count() == 0 {
+                continue;
+            }
+            let text = |name: &str| {
+                results
+                    .get_output_field(name)
+                    .and_then(|f| f.as_varchar())
+                    .ok_or_else(|| self.malformed(what, &format!("no VARCHAR {name} column")))
+            };
+            let (found, teams) = (text(ID)?, text(TEAM)?);
+            if found.len() != teams.len() {
+                return Err(self.malformed(what, "columns of different lengths"));
+            }
+            owners.extend(found.iter().cloned().zip(teams.iter().cloned()));
+        }
+        Ok(ids
+            .iter()
+            .zip(records)
+            .position(|(id, r)| owners.get(id).is_some_and(|team| *team != r.team_id)))
+    }
+
+    /// Refuses the upsert if another team holds one of its ids, then writes
+    /// it; the ids' locks are held across both.
+    async fn checked_upsert(
+        &self,
+        spec: &IndexSpec,
+        ids: &[String],
+        input: &[Record],
+        records: &[Record],
+    ) -> Result<()> {
+        let _locks = self.lock_ids(ids).await;
+        let client = self.client().await?;
+        if let Some(i) = self.taken_at(&client, ids, input).await? {
+            return Err(Error::id_taken(format!("records[{i}].id"), &ids[i]));
+        }
+        self.upsert_inner(spec, records).await
+    }
+
     async fn upsert_inner(&self, spec: &IndexSpec, records: &[Record]) -> Result<()> {
         let client = self.client().await?;
         for batch in byte_batches(spec.dim, records) {
@@ -697,6 +799,9 @@ impl MilvusStore {
             DeleteSelector::Ids { ids, .. } => {
                 let unique: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
                 let unique: Vec<&str> = unique.into_iter().collect();
+                // Held from the read to the delete: no upsert of this store
+                // can hand one of these ids to another team in between.
+                let _locks = self.lock_ids(&unique).await;
                 for chunk in unique.chunks(IDS_PER_EXPR) {
                     let filter = expr::and(&[team.clone(), expr::one_of(ID, chunk)]);
                     let found = self
@@ -713,7 +818,7 @@ impl MilvusStore {
                 collection_ids,
                 ..
             } => {
-                let mut parts = vec![team, expr::one_of(DATASET, dataset_ids)];
+                let mut parts = vec![team.clone(), expr::one_of(DATASET, dataset_ids)];
                 if let Some(collections) = collection_ids {
                     parts.push(expr::one_of(COLLECTION, collections));
                 }
@@ -727,8 +832,22 @@ impl MilvusStore {
                     if found.is_empty() {
                         break;
                     }
-                    self.delete_ids(&client, &found).await?;
-                    removed += found.len() as u64;
+                    // The ids were read before their locks were held: read
+                    // them again within the team under the locks, so an id
+                    // freed and taken by another team meanwhile is left alone.
+                    let _locks = self.lock_ids(&found).await;
+                    let mut confirmed = Vec::with_capacity(found.len());
+                    for chunk in found.chunks(IDS_PER_EXPR) {
+                        let again = expr::and(&[team.clone(), expr::one_of(ID, chunk)]);
+                        confirmed.extend(
+                            self.query_ids(&client, "delete", again, chunk.len())
+                                .await?,
+                        );
+                    }
+                    if !confirmed.is_empty() {
+                        self.delete_ids(&client, &confirmed).await?;
+                        removed += confirmed.len() as u64;
+                    }
                     if found.len() < QUERY_WINDOW {
                         break;
                     }
@@ -1034,7 +1153,7 @@ impl VectorStore for MilvusStore {
         self.within(
             "upsert",
             self.inner.config.timeout(),
-            self.upsert_inner(&spec, &prepared.records),
+            self.checked_upsert(&spec, &prepared.ids, records, &prepared.records),
         )
         .await?;
         Ok(UpsertOutcome { ids: prepared.ids })
@@ -1147,6 +1266,14 @@ fn payload_from_json(value: &serde_json::Value) -> Option<serde_json::Value> {
     }
 }
 
+/// The lock stripe of `id` (FNV-1a, stable across runs).
+fn stripe_of(id: &str) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % ID_LOCK_STRIPES as u64) as usize
+}
+
 /// Splits `records` into batches of at most [`MAX_BATCH_BYTES`] (estimated),
 /// never empty.
 fn byte_batches(dim: u32, records: &[Record]) -> Vec<&[Record]> {
@@ -1204,6 +1331,43 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 1000);
         assert!(batches.iter().all(|b| !b.is_empty()));
         assert!(byte_batches(8, &[]).is_empty());
+    }
+
+    #[test]
+    fn ids_spread_over_the_lock_stripes() {
+        let mut used = BTreeSet::new();
+        for i in 0..1000 {
+            let stripe = stripe_of(&format!("id-{i}"));
+            assert!(stripe < ID_LOCK_STRIPES);
+            used.insert(stripe);
+        }
+        assert_eq!(used.len(), ID_LOCK_STRIPES, "1000 ids reach every stripe");
+        assert_eq!(stripe_of("x"), stripe_of("x"));
+    }
+
+    #[tokio::test]
+    async fn id_locks_are_taken_once_per_stripe() {
+        let store =
+            MilvusStore::connect(MilvusConfig::new("m", "http://127.0.0.1:1", "c")).unwrap();
+        let ids: Vec<String> = (0..1000).map(|i| format!("id-{i}")).collect();
+        let all = store.lock_ids(&ids).await;
+        assert_eq!(all.len(), ID_LOCK_STRIPES);
+        drop(all);
+        // Duplicates and one stripe: one guard; another call on a distinct
+        // stripe is not blocked by it.
+        let a = store.lock_ids(&["a", "a"]).await;
+        assert_eq!(a.len(), 1);
+        let other = (0..100)
+            .map(|i| format!("b{i}"))
+            .find(|id| stripe_of(id) != stripe_of("a"))
+            .unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(1), store.lock_ids(&[other]))
+            .await
+            .unwrap();
+        assert_eq!(b.len(), 1);
+        // The same stripe waits.
+        let same = tokio::time::timeout(Duration::from_millis(50), store.lock_ids(&["a"])).await;
+        assert!(same.is_err(), "a held stripe must block");
     }
 
     #[test]
