@@ -77,8 +77,12 @@ async fn start(
 }
 
 async fn rig(journal: &Path, mode: ReplicationMode) -> Rig {
+    rig_with(config(journal, mode)).await
+}
+
+async fn rig_with(config: ManagerConfig) -> Rig {
     start(
-        config(journal, mode),
+        config,
         Arc::new(MemoryStore::new("primary")),
         Arc::new(MemoryStore::new("fallback")),
     )
@@ -350,6 +354,81 @@ async fn entries_a_replica_keeps_refusing_go_to_dead_letters_and_can_be_redriven
         rig.manager.status().store("fallback").unwrap().dead_letters,
         0
     );
+    rig.manager.shutdown().await;
+}
+
+/// A re-drive replays entries the store applied before. One of them, an
+/// upsert of an id that a later delete and another team's upsert moved to
+/// that team, is now refused as a take-over; the replay skips it as
+/// superseded (the later entries win, as they did the first time) instead
+/// of dead-lettering it forever. Found by the fault model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_replays_over_an_id_that_changed_team_without_new_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir.path().join("journal.db"), ReplicationMode::Async);
+    config.replication.dead_letter_after = 2;
+    let rig = rig_with(config).await;
+    rig.fallback.target(Target::Writes);
+    rig.fallback.set(Fault::Fail(ErrorKind::InvalidInput));
+    rig.manager.upsert(&[record("t0", 0)]).await.unwrap();
+    eventually(10, "a dead letter", async || {
+        rig.manager.status().store("fallback").unwrap().dead_letters == 1
+    })
+    .await;
+    rig.fallback.set(Fault::None);
+
+    // The id moves from t0 to t2: upsert, delete, upsert by the other team.
+    let mut moved = record("t0", 1);
+    rig.manager
+        .upsert(std::slice::from_ref(&moved))
+        .await
+        .unwrap();
+    rig.manager
+        .delete(&DeleteSelector::Ids {
+            team_id: "t0".into(),
+            ids: vec![moved.id.clone()],
+        })
+        .await
+        .unwrap();
+    moved.team_id = "t2".into();
+    rig.manager
+        .upsert(std::slice::from_ref(&moved))
+        .await
+        .unwrap();
+    eventually(5, "the fallback applied the move", async || {
+        rig.fallback_data.len() == 1
+    })
+    .await;
+
+    assert_eq!(
+        rig.manager.redrive_dead_letters("fallback").await.unwrap(),
+        (1, 0),
+        "the re-driven entry applies and the replayed take-over is skipped"
+    );
+    let status = rig.manager.status();
+    let fallback = status.store("fallback").unwrap();
+    assert_eq!(fallback.dead_letters, 0);
+    for store in [&rig.primary_data, &rig.fallback_data] {
+        let page = store
+            .scan(&ScanRequest {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let owners: Vec<(String, String)> = page
+            .records
+            .into_iter()
+            .map(|r| (r.id, r.team_id))
+            .collect();
+        assert_eq!(
+            owners,
+            vec![
+                ("t0-r0".to_string(), "t0".to_string()),
+                ("t0-r1".to_string(), "t2".to_string())
+            ]
+        );
+    }
     rig.manager.shutdown().await;
 }
 

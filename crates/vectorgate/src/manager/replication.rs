@@ -48,7 +48,7 @@ use crate::journal::{Entry, Journal, JournalFaults, WriteOp};
 use crate::store::DynStore;
 use crate::validate::{self, MAX_UPSERT_BATCH};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -101,6 +101,13 @@ pub(crate) struct Replica {
     pub(crate) held: AtomicBool,
     /// Why it is held.
     pub(crate) hold_reason: Mutex<Option<String>>,
+    /// Entries through this sequence number may have been applied to the
+    /// store before (the journal's end at start, then every advance): a
+    /// replay after a restart, a re-drive or a resync re-applies them.
+    applied_before: AtomicU64,
+    /// The entries of the last re-drive (at most `max_dead_letters`): they
+    /// were refused, never applied, so a refusal of one is a refusal again.
+    redriven: Mutex<BTreeSet<u64>>,
 }
 
 impl Replica {
@@ -108,7 +115,19 @@ impl Replica {
         *self.cursor.borrow()
     }
 
+    /// A refusal of entry `seq` that only says a later entry already won:
+    /// re-applying an upsert of an id that a later delete and another
+    /// team's upsert (both applied before) moved to that team. Replays are
+    /// harmless because such a refusal is skipped; a refusal of an entry
+    /// never applied before stays a refusal.
+    fn superseded(&self, seq: u64, error: &Error) -> bool {
+        error.kind() == crate::ErrorKind::Conflict
+            && seq <= self.applied_before.load(Ordering::Relaxed)
+            && !self.redriven.lock().contains(&seq)
+    }
+
     fn advance(&self, seq: u64) {
+        self.applied_before.fetch_max(seq, Ordering::Relaxed);
         self.cursor.send_if_modified(|c| {
             if seq > *c {
                 *c = seq;
@@ -214,6 +233,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::internal(JOURNAL, format!("journal task failed: {e}")))?
 }
 
+/// Logs and counts a re-applied entry skipped as superseded (see
+/// `Replica::superseded`).
+fn skip_superseded(store: &str, seq: u64, error: &Error) {
+    tracing::debug!(store, seq, %error, "re-applied entry superseded by later ones; skipped");
+    metrics::counter!("vectorgate_replay_superseded_total", "store" => store.to_owned())
+        .increment(1);
+}
+
 /// What the journal file says about each store at start.
 pub(crate) struct Restored {
     /// Highest sequence number ever assigned.
@@ -291,6 +318,8 @@ impl Replication {
                     wake: Notify::new(),
                     refusals: Mutex::new(None),
                     floor: AtomicU64::new(u64::MAX),
+                    applied_before: AtomicU64::new(last),
+                    redriven: Mutex::new(BTreeSet::new()),
                 }
             })
             .collect();
@@ -570,6 +599,11 @@ impl Inner {
                     Err(error) if error.is_retriable() => return Err(error),
                     Err(error) => {
                         if let [entry] = entries.as_slice() {
+                            if replica.superseded(entry.seq, &error) {
+                                skip_superseded(&slot.name, entry.seq, &error);
+                                replica.advance(entry.seq);
+                                continue;
+                            }
                             // Everything before it is applied or was removed.
                             replica.advance(entry.seq - 1);
                             return Ok(Applied::Refused {
@@ -591,6 +625,10 @@ impl Inner {
                             {
                                 Ok(deleted) => applied(entry, deleted),
                                 Err(e) if e.is_retriable() => return Err(e),
+                                Err(e) if replica.superseded(entry.seq, &e) => {
+                                    skip_superseded(&slot.name, entry.seq, &e);
+                                    replica.advance(entry.seq);
+                                }
                                 Err(e) => {
                                     replica.advance(entry.seq - 1);
                                     return Ok(Applied::Refused {
@@ -1269,10 +1307,12 @@ impl Inner {
         // cursors runs in between. The dead floor, which keeps the entries
         // from being trimmed, is lifted only once the cursor protects them.
         let gate = replication.cursor_gate.lock().await;
-        let oldest = blocking(&replication.journal, move |j| j.redrive_dead_letters(&name)).await?;
-        if let Some(oldest) = oldest {
+        let redriven =
+            blocking(&replication.journal, move |j| j.redrive_dead_letters(&name)).await?;
+        if let Some(oldest) = redriven.first() {
             replica.rewind(oldest - 1);
         }
+        *replica.redriven.lock() = redriven.into_iter().collect();
         drop(gate);
         replica.dead_letters.store(0, Ordering::Relaxed);
         replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
@@ -1384,6 +1424,12 @@ impl Inner {
             on_progress,
         )
         .await;
+        // The copy may hold the effect of any entry committed by now: the
+        // replay from the floor re-applies them (see `Replica::superseded`).
+        replica
+            .applied_before
+            .fetch_max(replication.committed(), Ordering::Relaxed);
+        replica.redriven.lock().clear();
         replica.cursor.send_modify(|c| *c = floor);
         drop(guard);
         let report = match report {
