@@ -1,6 +1,9 @@
-//! `vectorgate.v1.VectorService`: each handler authorizes the caller, turns
-//! the request into the library's model, and lets the manager validate and
-//! route it.
+//! `vectorgate.v1.VectorService`: each handler authorizes the caller, admits
+//! the call under its team's limits ([`crate::admission`]), turns the
+//! request into the library's model, and lets the manager validate and
+//! route it, all under the server-side deadline. A scan streams from a
+//! task that holds its team's slot and its key's scan slot until the
+//! stream ends, and ends when the client stops reading.
 
 // tonic's handlers and streams return `Result<_, Status>`; `Status` is large.
 #![allow(clippy::result_large_err)]
