@@ -467,14 +467,18 @@ pub async fn check_id_ownership_under_concurrency(factory: &dyn StoreFactory) {
             for k in 0..CONTESTED {
                 let z = &other_z[k];
                 let ctx = format!("{CHECK}: {OTHER} task #{t} creating {}", z.id);
-                match contended_upsert(&store, std::slice::from_ref(z), &ctx).await {
+                // Refused: the owner holds it for good (it never deletes
+                // contested ids), so it goes into the deletes below.
+                let lost = match contended_upsert(&store, std::slice::from_ref(z), &ctx).await {
                     Outcome::Written => {
                         won.insert(z.id.clone());
+                        None
                     }
                     Outcome::Refused { field } => {
                         assert_eq!(field, "records[0].id", "{ctx}: conflict field");
+                        Some(z.id.clone())
                     }
-                }
+                };
                 // One of the owner's ids, behind a fresh id of its own.
                 let target = format!("a-{:02}", (k * RIVALS + t) % KEPT);
                 let fresh = format!("b{t}-{k:02}");
@@ -506,9 +510,11 @@ pub async fn check_id_ownership_under_concurrency(factory: &dyn StoreFactory) {
                         assert_eq!(field, "records[1].id", "{ctx}: conflict field");
                     }
                 }
-                // Deletes of the owner's ids (kept and doomed) and of its own
-                // refused fresh id: nothing is its to remove.
-                let ids = vec![target, format!("a-{:02}", KEPT + k % DOOMED), fresh];
+                // Deletes of the owner's ids (kept, doomed, and the contested
+                // id it lost) and of its own refused fresh id: nothing is its
+                // to remove.
+                let mut ids = vec![target, format!("a-{:02}", KEPT + k % DOOMED), fresh];
+                ids.extend(lost);
                 let ctx = format!("{CHECK}: {OTHER} task #{t} deleting {ids:?}");
                 let removed = contended_delete(&store, OTHER, &ids, &ctx).await;
                 assert_eq!(removed, 0, "{ctx}: must remove nothing");
