@@ -52,9 +52,11 @@
 //! - **Tenancy.** Recall, delete, team-scoped count and team-filtered scan
 //!   never see or touch another team's records, even with identical dataset,
 //!   collection ids, or record ids of the other team passed to a delete.
-//! - **Writes.** Upsert is idempotent by id, last write wins (vector, scope
-//!   including the team, payload and `created_at_ms` are all replaced; a
-//!   duplicate id within a batch keeps the last one). It returns the ids in
+//! - **Writes.** Upsert is idempotent by id within the team that holds it,
+//!   last write wins (dataset, collection, vector, payload and
+//!   `created_at_ms` are replaced; a duplicate id within a batch keeps the
+//!   last one). The team never changes: an upsert naming an id another
+//!   team holds is `Error::Conflict` on `records[i].id` and writes nothing. It returns the ids in
 //!   request order, with a fresh UUIDv7 for each empty id. `created_at_ms == 0`
 //!   becomes "now"; any other value is stored exactly.
 //! - **Deletes** return how many records were removed (unknown ids count 0),

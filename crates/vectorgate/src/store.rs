@@ -21,7 +21,10 @@ pub type DynStore = Arc<dyn VectorStore>;
 ///   before any I/O and returns [`crate::Error::InvalidInput`] naming the field
 ///   and the limit. Invalid input never changes anything.
 /// - **Ids**: an upsert record with an empty id gets a fresh UUIDv7; its
-///   `created_at_ms == 0` becomes "now". Upsert is idempotent by id (last write wins).
+///   `created_at_ms == 0` becomes "now". Upsert is idempotent by id (last
+///   write wins) within the team that holds the id; an upsert naming an id
+///   another team holds fails as a whole with [`crate::Error::Conflict`] and
+///   writes nothing (a record never changes team).
 /// - **Tenancy**: recall, delete and (when scoped) count and scan never see
 ///   another team's records.
 /// - **Errors**: transient faults are reported as `Unavailable`/`Timeout`
