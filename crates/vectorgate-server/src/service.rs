@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vectorgate::{VectorManager, VectorStore};
+use vectorgate::{DeleteSelector, VectorManager, VectorStore, validate};
 
 /// Scan messages buffered between the store walk and the client: the walk
 /// waits (backpressure) while the client does not read.
@@ -143,6 +143,16 @@ impl VectorService for VectorApi {
                 Role::Write,
                 records.iter().map(|r| Access::Team(&r.team_id)),
             )?;
+            let request = request.into_inner();
+            let mut records = convert::records_from_proto(request.records).map_err(to_status)?;
+            if !request.request_id.is_empty() {
+                convert::ids_from_request_id(&mut records, &request.request_id)
+                    .map_err(to_status)?;
+            }
+            // Validated before admission: a bad request costs no tokens and
+            // always gets INVALID_ARGUMENT (the manager checks it again).
+            validate::prepare_upsert(self.manager.spec(), &records, validate::now_ms())
+                .map_err(|e| to_status(convert::rename_payload_field(e)))?;
             let charges: Vec<Charge<'_>> = records
                 .iter()
                 .map(|r| Charge {
@@ -151,12 +161,6 @@ impl VectorService for VectorApi {
                 })
                 .collect();
             let _ticket = self.admit(&charges)?;
-            let request = request.into_inner();
-            let mut records = convert::records_from_proto(request.records).map_err(to_status)?;
-            if !request.request_id.is_empty() {
-                convert::ids_from_request_id(&mut records, &request.request_id)
-                    .map_err(to_status)?;
-            }
             let outcome = self
                 .manager
                 .upsert(&records)
@@ -198,15 +202,23 @@ impl VectorService for VectorApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         self.observed("delete", async {
-            let delete = request.get_ref();
-            authorize(&request, Role::Write, [Access::Team(&delete.team_id)])?;
+            authorize(
+                &request,
+                Role::Write,
+                [Access::Team(&request.get_ref().team_id)],
+            )?;
+            let selector = convert::delete_selector(request.into_inner()).map_err(to_status)?;
+            // Validated before admission, like an upsert.
+            validate::check_delete(&selector).map_err(to_status)?;
             // A delete by ids costs its ids, a delete by scope one record.
-            let records = delete.ids.len().max(1) as u64;
+            let records = match &selector {
+                DeleteSelector::Ids { ids, .. } => ids.len() as u64,
+                DeleteSelector::Scope { .. } => 1,
+            };
             let _ticket = self.admit(&[Charge {
-                team: &delete.team_id,
+                team: selector.team_id(),
                 records,
             }])?;
-            let selector = convert::delete_selector(request.into_inner()).map_err(to_status)?;
             let deleted = self.manager.delete(&selector).await.map_err(to_status)?;
             Ok(Response::new(DeleteResponse { deleted }))
         })
