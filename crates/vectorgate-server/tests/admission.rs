@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use vectorgate_server::proto::{ScanRequest, UpsertRequest};
+use tonic::transport::Channel;
+use vectorgate_server::proto::vector_service_client::VectorServiceClient;
+use vectorgate_server::proto::{ScanRequest, ScanResponse, UpsertRequest};
 
 /// Recalls of one team, one after another, for `duration`: latencies and errors.
 async fn recall_loop(server: &Server, duration: Duration) -> (Vec<Duration>, Vec<String>) {
@@ -41,6 +43,32 @@ fn percentile(latencies: &mut [Duration], p: f64) -> Duration {
     latencies.sort();
     let at = ((latencies.len() as f64 - 1.0) * p).round() as usize;
     latencies[at]
+}
+
+fn scan_t1() -> ScanRequest {
+    ScanRequest {
+        team_id: "t1".into(),
+        ..Default::default()
+    }
+}
+
+/// Opens a scan of team t1 as soon as the key has a free scan slot (within
+/// 10 s; `what` names what should free it).
+async fn scan_when_a_slot_frees(
+    client: &mut VectorServiceClient<Channel>,
+    what: &str,
+) -> tonic::Streaming<ScanResponse> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.scan(scan_t1()).await {
+            Ok(stream) => return stream.into_inner(),
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "{what} never freed its slot");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
 }
 
 /// One team floods writes at its limit while another recalls: the other
@@ -210,14 +238,10 @@ async fn open_scans_per_key_are_bounded() {
         })
         .await
         .unwrap();
-    let scan = || ScanRequest {
-        team_id: "t1".into(),
-        ..Default::default()
-    };
     // Open and read one message only: the stream stays open.
-    let mut open = client.scan(scan()).await.unwrap().into_inner();
+    let mut open = client.scan(scan_t1()).await.unwrap().into_inner();
     assert!(open.message().await.unwrap().is_some());
-    let refused = client.scan(scan()).await.unwrap_err();
+    let refused = client.scan(scan_t1()).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(refused.metadata().get("retry-after-ms").is_some());
     assert!(
@@ -232,20 +256,7 @@ async fn open_scans_per_key_are_bounded() {
     }
     assert!(total > 0);
     drop(open);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.scan(scan()).await {
-            Ok(stream) => {
-                drop(stream);
-                break;
-            }
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                assert!(Instant::now() < deadline, "the slot was never freed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    }
+    drop(scan_when_a_slot_frees(&mut client, "a finished scan").await);
 }
 
 /// Two servers with different data directories but one journal: the second
@@ -305,24 +316,10 @@ async fn a_scan_whose_client_stops_reading_is_closed() {
             .await
             .unwrap();
     }
-    let scan = || ScanRequest {
-        team_id: "t1".into(),
-        ..Default::default()
-    };
-    let mut stalled = client.scan(scan()).await.unwrap().into_inner();
+    let mut stalled = client.scan(scan_t1()).await.unwrap().into_inner();
     assert!(stalled.message().await.unwrap().is_some());
     // The client stops reading; its slot comes back once the scan is closed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut replacement = loop {
-        match client.scan(scan()).await {
-            Ok(stream) => break stream.into_inner(),
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                assert!(Instant::now() < deadline, "the idle scan was never closed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(status) => panic!("{status:?}"),
-        }
-    };
+    let mut replacement = scan_when_a_slot_frees(&mut client, "the idle scan").await;
     let mut read = 0;
     let ending = loop {
         match stalled.message().await {
