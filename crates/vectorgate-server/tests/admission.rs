@@ -291,7 +291,10 @@ fn two_servers_never_share_a_journal() {
 async fn a_scan_whose_client_stops_reading_is_closed() {
     let server = Server::start(
         Some(
-            "[limits]\nmax_scans_per_key = 1\nscan_page_size = 10\nscan_message_bytes = 1024\nscan_idle_timeout_ms = 300\n",
+            "[limits]\nmax_scans_per_key = 1\nscan_page_size = 10\nscan_message_bytes = 1024\n\
+             scan_idle_timeout_ms = 300\nrequest_timeout_ms = 60000\n\
+             # 12 MB of writes on a loaded machine: generous store timeouts.\n\
+             [manager.retry]\nattempt_timeout_ms = 10000\ndeadline_ms = 30000\n",
         ),
         &[],
     );
@@ -300,10 +303,10 @@ async fn a_scan_whose_client_stops_reading_is_closed() {
     // buffers hold, so a client that stops reading stalls the server's walk.
     const RECORDS: usize = 240;
     let filler = "x".repeat(50_000);
-    for chunk in 0..4 {
-        let records = (0..RECORDS / 4)
+    for chunk in 0..RECORDS / 20 {
+        let records = (0..20)
             .map(|i| {
-                let n = (chunk * RECORDS / 4 + i) as u32;
+                let n = (chunk * 20 + i) as u32;
                 let mut r = record(&format!("r{n}"), "t1", "d1", "c1", n);
                 r.payload_json = format!(r#"{{"text":"{filler}"}}"#);
                 r
