@@ -103,6 +103,7 @@ pub mod chaos;
 pub mod conformance;
 pub mod fault;
 pub mod memory;
+pub mod walk;
 
 pub use conformance::{StoreFactory, run_all};
 

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use vectorgate::{
-    DeleteSelector, DynStore, IndexSpec, ManagerConfig, Metric, Record, ScanRequest, VectorManager,
-    VectorStore,
+    DeleteSelector, DynStore, IndexSpec, ManagerConfig, Metric, Record, VectorManager, VectorStore,
 };
 use vectorgate_embedded::{EmbeddedConfig, EmbeddedStore};
 use vectorgate_testkit::fault::{Fault, FaultyStore, Target};
@@ -131,23 +130,7 @@ fn may_be_deleted_in_flight(id: &str) -> bool {
 }
 
 async fn all_ids(store: &dyn VectorStore) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(&ScanRequest {
-                after_id: cursor,
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        out.extend(page.records.into_iter().map(|r| r.id));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
+    vectorgate_testkit::walk::ids(store, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use vectorgate::resync::ResyncOptions;
 use vectorgate::{
     DeleteSelector, DynStore, ErrorKind, IndexSpec, ManagerConfig, Metric, RecallQuery, Record,
-    ScanRequest, VectorManager, VectorStore,
+    VectorManager, VectorStore,
 };
 use vectorgate_testkit::fault::{Fault, FaultyStore, Target};
 use vectorgate_testkit::memory::MemoryStore;
@@ -921,24 +921,12 @@ impl std::fmt::Debug for Outcome {
 }
 
 async fn everything(store: &dyn VectorStore) -> BTreeMap<String, Record> {
-    let mut out = BTreeMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(&ScanRequest {
-                after_id: cursor,
-                limit: 1000,
-                with_vectors: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        out.extend(page.records.into_iter().map(|r| (r.id.clone(), r)));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
+    vectorgate_testkit::walk::everything(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect()
 }
 
 /// Real time one history may take: a history runs on a paused clock in

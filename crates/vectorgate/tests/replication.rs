@@ -90,23 +90,7 @@ async fn rig_with(config: ManagerConfig) -> Rig {
 }
 
 async fn ids(store: &dyn VectorStore) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(&ScanRequest {
-                after_id: cursor,
-                limit: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        out.extend(page.records.into_iter().map(|r| r.id));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
+    vectorgate_testkit::walk::ids(store, None).await.unwrap()
 }
 
 /// Polls until `check` holds, failing after `secs` seconds.

@@ -40,24 +40,12 @@ async fn filled(name: &str, n: usize) -> Arc<MemoryStore> {
 }
 
 async fn contents(store: &dyn VectorStore) -> BTreeMap<String, Vec<f32>> {
-    let mut out = BTreeMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan(&ScanRequest {
-                after_id: cursor,
-                limit: 1000,
-                with_vectors: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        out.extend(page.records.into_iter().map(|r| (r.id, r.vector)));
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => return out,
-        }
-    }
+    vectorgate_testkit::walk::everything(store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.vector))
+        .collect()
 }
 
 /// The target holds ids the source holds under another team (it missed a
