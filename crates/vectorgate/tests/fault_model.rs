@@ -819,8 +819,11 @@ impl Sim {
                 .find(|s| s.in_sync && !s.resync_pending && s.dead_letters == 0)
                 .map(|s| s.name.clone());
             if let Some(source) = source {
+                // What a re-drive could not place (a store that served
+                // writes while it lacked some accepted a take-over the
+                // others refuse) is mended by a resync, as the README says.
                 for s in &status.stores {
-                    if s.resync_pending {
+                    if s.resync_pending || (s.dead_letters > 0 && s.name != source) {
                         let options = ResyncOptions {
                             page_size: 200,
                             ..Default::default()

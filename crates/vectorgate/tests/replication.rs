@@ -9,7 +9,7 @@ use std::time::Duration;
 use vectorgate::manager::config::ReplicationMode;
 use vectorgate::{
     DeleteSelector, DynStore, Error, ErrorKind, IndexSpec, ManagerConfig, Metric, RecallQuery,
-    Record, ScanRequest, VectorManager, VectorStore,
+    Record, VectorManager, VectorStore,
 };
 use vectorgate_testkit::fault::{Fault, FaultyStore, Target};
 use vectorgate_testkit::memory::MemoryStore;
@@ -341,67 +341,67 @@ async fn entries_a_replica_keeps_refusing_go_to_dead_letters_and_can_be_redriven
     rig.manager.shutdown().await;
 }
 
-/// A re-drive replays entries the store applied before. One of them, an
-/// upsert of an id that a later delete and another team's upsert moved to
-/// that team, is now refused as a take-over; the replay skips it as
-/// superseded (the later entries win, as they did the first time) instead
-/// of dead-lettering it forever. Found by the fault model.
+/// A re-drive replays the journal from the store's oldest dead letter, over
+/// a state that already holds later entries, and ids change hands in
+/// between (an upsert by t0, t0's delete, t2's upsert of the same id). The
+/// re-driven entry itself and an entry applied before are then refused as
+/// take-overs of ids that later entries gave to t2: those records are left
+/// to the later entries and the rest is applied, so the store ends as the
+/// journal's order says, with no new dead letter. Found by the fault model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redrive_replays_over_an_id_that_changed_team_without_new_dead_letters() {
+async fn a_redrive_replays_over_ids_that_changed_team_without_new_dead_letters() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir.path().join("journal.db"), ReplicationMode::Async);
     config.replication.dead_letter_after = 2;
     let rig = rig_with(config).await;
     rig.fallback.target(Target::Writes);
     rig.fallback.set(Fault::Fail(ErrorKind::InvalidInput));
-    rig.manager.upsert(&[record("t0", 0)]).await.unwrap();
+    // The entry the fallback refuses: r0 stays t0's, r2 changes hands later.
+    rig.manager
+        .upsert(&[record("t0", 0), record("t0", 2)])
+        .await
+        .unwrap();
     eventually(10, "a dead letter", async || {
         rig.manager.status().store("fallback").unwrap().dead_letters == 1
     })
     .await;
     rig.fallback.set(Fault::None);
 
-    // The id moves from t0 to t2: upsert, delete, upsert by the other team.
-    let mut moved = record("t0", 1);
-    rig.manager
-        .upsert(std::slice::from_ref(&moved))
-        .await
-        .unwrap();
-    rig.manager
-        .delete(&DeleteSelector::Ids {
-            team_id: "t0".into(),
-            ids: vec![moved.id.clone()],
-        })
-        .await
-        .unwrap();
-    moved.team_id = "t2".into();
-    rig.manager
-        .upsert(std::slice::from_ref(&moved))
-        .await
-        .unwrap();
-    eventually(5, "the fallback applied the move", async || {
-        rig.fallback_data.len() == 1
+    // r1 (applied by both stores) and r2 move from t0 to t2.
+    rig.manager.upsert(&[record("t0", 1)]).await.unwrap();
+    for n in [1, 2] {
+        let mut moved = record("t0", n);
+        rig.manager
+            .delete(&DeleteSelector::Ids {
+                team_id: "t0".into(),
+                ids: vec![moved.id.clone()],
+            })
+            .await
+            .unwrap();
+        moved.team_id = "t2".into();
+        rig.manager
+            .upsert(std::slice::from_ref(&moved))
+            .await
+            .unwrap();
+    }
+    eventually(5, "the fallback applied the moves", async || {
+        rig.fallback_data.len() == 2
     })
     .await;
 
     assert_eq!(
         rig.manager.redrive_dead_letters("fallback").await.unwrap(),
         (1, 0),
-        "the re-driven entry applies and the replayed take-over is skipped"
+        "the re-driven entry applies, without the id a later entry gave to t2"
     );
-    let status = rig.manager.status();
-    let fallback = status.store("fallback").unwrap();
-    assert_eq!(fallback.dead_letters, 0);
+    assert_eq!(
+        rig.manager.status().store("fallback").unwrap().dead_letters,
+        0
+    );
     for store in [&rig.primary_data, &rig.fallback_data] {
-        let page = store
-            .scan(&ScanRequest {
-                limit: 10,
-                ..Default::default()
-            })
+        let owners: Vec<(String, String)> = vectorgate_testkit::walk::everything(store.as_ref())
             .await
-            .unwrap();
-        let owners: Vec<(String, String)> = page
-            .records
+            .unwrap()
             .into_iter()
             .map(|r| (r.id, r.team_id))
             .collect();
@@ -409,7 +409,8 @@ async fn a_redrive_replays_over_an_id_that_changed_team_without_new_dead_letters
             owners,
             vec![
                 ("t0-r0".to_string(), "t0".to_string()),
-                ("t0-r1".to_string(), "t2".to_string())
+                ("t0-r1".to_string(), "t2".to_string()),
+                ("t0-r2".to_string(), "t2".to_string()),
             ]
         );
     }

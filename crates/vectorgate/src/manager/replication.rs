@@ -102,28 +102,16 @@ pub(crate) struct Replica {
     /// Why it is held.
     pub(crate) hold_reason: Mutex<Option<String>>,
     /// Entries through this sequence number may have been applied to the
-    /// store before (the journal's end at start, then every advance): a
-    /// replay after a restart, a re-drive or a resync re-applies them.
+    /// store before (the journal's end at start, then every advance, and a
+    /// resync's copy): a replay after a restart, a re-drive or a resync
+    /// re-applies entries up to here over a state that already holds later
+    /// ones (see `Inner::replay_refusal`).
     applied_before: AtomicU64,
-    /// The entries of the last re-drive (at most `max_dead_letters`): they
-    /// were refused, never applied, so a refusal of one is a refusal again.
-    redriven: Mutex<BTreeSet<u64>>,
 }
 
 impl Replica {
     pub(crate) fn cursor(&self) -> u64 {
         *self.cursor.borrow()
-    }
-
-    /// A refusal of entry `seq` that only says a later entry already won:
-    /// re-applying an upsert of an id that a later delete and another
-    /// team's upsert (both applied before) moved to that team. Replays are
-    /// harmless because such a refusal is skipped; a refusal of an entry
-    /// never applied before stays a refusal.
-    fn superseded(&self, seq: u64, error: &Error) -> bool {
-        error.kind() == crate::ErrorKind::Conflict
-            && seq <= self.applied_before.load(Ordering::Relaxed)
-            && !self.redriven.lock().contains(&seq)
     }
 
     fn advance(&self, seq: u64) {
@@ -233,14 +221,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::internal(JOURNAL, format!("journal task failed: {e}")))?
 }
 
-/// Logs and counts a re-applied entry skipped as superseded (see
-/// `Replica::superseded`).
-fn skip_superseded(store: &str, seq: u64, error: &Error) {
-    tracing::debug!(store, seq, %error, "re-applied entry superseded by later ones; skipped");
-    metrics::counter!("vectorgate_replay_superseded_total", "store" => store.to_owned())
-        .increment(1);
-}
-
 /// What the journal file says about each store at start.
 pub(crate) struct Restored {
     /// Highest sequence number ever assigned.
@@ -319,7 +299,6 @@ impl Replication {
                     refusals: Mutex::new(None),
                     floor: AtomicU64::new(u64::MAX),
                     applied_before: AtomicU64::new(last),
-                    redriven: Mutex::new(BTreeSet::new()),
                 }
             })
             .collect();
@@ -599,17 +578,20 @@ impl Inner {
                     Err(error) if error.is_retriable() => return Err(error),
                     Err(error) => {
                         if let [entry] = entries.as_slice() {
-                            if replica.superseded(entry.seq, &error) {
-                                skip_superseded(&slot.name, entry.seq, &error);
-                                replica.advance(entry.seq);
-                                continue;
+                            match self.replay_refusal(index, entry, error, budget).await? {
+                                None => {
+                                    applied(entry, 0);
+                                    continue;
+                                }
+                                Some(error) => {
+                                    // Everything before it is applied or was removed.
+                                    replica.advance(entry.seq - 1);
+                                    return Ok(Applied::Refused {
+                                        seq: entry.seq,
+                                        error,
+                                    });
+                                }
                             }
-                            // Everything before it is applied or was removed.
-                            replica.advance(entry.seq - 1);
-                            return Ok(Applied::Refused {
-                                seq: entry.seq,
-                                error,
-                            });
                         }
                         // A merged call was refused: each write is its own
                         // all-or-nothing call, so find the one at fault.
@@ -625,17 +607,17 @@ impl Inner {
                             {
                                 Ok(deleted) => applied(entry, deleted),
                                 Err(e) if e.is_retriable() => return Err(e),
-                                Err(e) if replica.superseded(entry.seq, &e) => {
-                                    skip_superseded(&slot.name, entry.seq, &e);
-                                    replica.advance(entry.seq);
-                                }
-                                Err(e) => {
-                                    replica.advance(entry.seq - 1);
-                                    return Ok(Applied::Refused {
-                                        seq: entry.seq,
-                                        error: e,
-                                    });
-                                }
+                                Err(e) => match self.replay_refusal(index, entry, e, budget).await?
+                                {
+                                    None => applied(entry, 0),
+                                    Some(e) => {
+                                        replica.advance(entry.seq - 1);
+                                        return Ok(Applied::Refused {
+                                            seq: entry.seq,
+                                            error: e,
+                                        });
+                                    }
+                                },
                             }
                         }
                         tracing::debug!(%error, "a merged call was refused, its entries were accepted one by one");
@@ -647,6 +629,89 @@ impl Inner {
             }
         }
         Ok(Applied::Done)
+    }
+
+    /// Decides what a store's refusal of `entry` means. Replays (after a
+    /// restart, a re-drive or a resync) apply entries again over a state
+    /// that already holds later ones, and ids change hands: an upsert of id
+    /// X by team A, A's delete of X, B's upsert of X. Re-applying A's
+    /// upsert is then refused as a take-over, although the journal's order
+    /// gives X to B in the end. For such a refusal of an entry at or below
+    /// the store's `applied_before`, the records whose id a later entry
+    /// (up to there) gives to another team are dropped from the entry —
+    /// the later entries decide them, as they did the first time — and the
+    /// rest is applied: `Ok(None)`. Any other refusal, or one that remains,
+    /// is returned as a refusal: `Ok(Some(error))`. `Err` is a transient
+    /// failure of the store.
+    async fn replay_refusal(
+        &self,
+        index: usize,
+        entry: &Entry,
+        error: Error,
+        budget: Budget,
+    ) -> Result<Option<Error>> {
+        let replication = self.replication()?;
+        let replica = &replication.replicas[index];
+        let through = replica.applied_before.load(Ordering::Relaxed);
+        let WriteOp::Upsert(records) = &entry.op else {
+            return Ok(Some(error));
+        };
+        if error.kind() != crate::ErrorKind::Conflict || entry.seq >= through {
+            return Ok(Some(error));
+        }
+        // Ids of this entry that a later entry upserts for another team.
+        let mut owners: BTreeMap<&str, &str> = records
+            .iter()
+            .map(|r| (r.id.as_str(), r.team_id.as_str()))
+            .collect();
+        let mut moved: BTreeSet<String> = BTreeSet::new();
+        let mut after = entry.seq;
+        while after < through && moved.len() < owners.len() {
+            let later = blocking(&replication.journal, move |j| {
+                j.read(after, through, MAX_UPSERT_BATCH)
+            })
+            .await?;
+            let Some(last) = later.last() else { break };
+            after = last.seq;
+            for later in &later {
+                if let WriteOp::Upsert(rows) = &later.op {
+                    for row in rows {
+                        if owners
+                            .get(row.id.as_str())
+                            .is_some_and(|team| *team != row.team_id)
+                        {
+                            moved.insert(row.id.clone());
+                        }
+                    }
+                }
+            }
+            owners.retain(|id, _| !moved.contains(*id));
+        }
+        if moved.is_empty() {
+            return Ok(Some(error));
+        }
+        let slot = &self.slots[index];
+        tracing::debug!(store = %slot.name, seq = entry.seq, moved = moved.len(), "replayed entry: ids that later entries gave to another team are left to them");
+        metrics::counter!("vectorgate_replay_superseded_total", "store" => slot.name.clone())
+            .increment(moved.len() as u64);
+        let rest: Vec<crate::Record> = records
+            .iter()
+            .filter(|r| !moved.contains(&r.id))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let trimmed = Entry {
+            seq: entry.seq,
+            at_ms: entry.at_ms,
+            op: WriteOp::Upsert(rest),
+        };
+        match bounded_apply(&slot.store, &slot.name, &[&trimmed], 1, budget.call_timeout).await {
+            Ok(_) => Ok(None),
+            Err(error) if error.is_retriable() => Err(error),
+            Err(error) => Ok(Some(error)),
+        }
     }
 
     /// The writer task: group commit, apply, acknowledge. Ends when
@@ -1312,7 +1377,6 @@ impl Inner {
         if let Some(oldest) = redriven.first() {
             replica.rewind(oldest - 1);
         }
-        *replica.redriven.lock() = redriven.into_iter().collect();
         drop(gate);
         replica.dead_letters.store(0, Ordering::Relaxed);
         replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
@@ -1425,20 +1489,29 @@ impl Inner {
         )
         .await;
         // The copy may hold the effect of any entry committed by now: the
-        // replay from the floor re-applies them (see `Replica::superseded`).
+        // replay from the floor re-applies them (see `Inner::replay_refusal`).
         replica
             .applied_before
             .fetch_max(replication.committed(), Ordering::Relaxed);
-        replica.redriven.lock().clear();
         replica.cursor.send_modify(|c| *c = floor);
-        drop(guard);
         let report = match report {
             Ok(report) => report,
             Err(error) => {
+                drop(guard);
                 replica.floor.store(u64::MAX, Ordering::Relaxed);
                 return Err(error);
             }
         };
+        // The copy supersedes the target's dead letters: what it refused up
+        // to the floor is in the copy, and what came after is replayed.
+        if replica.dead_letters.load(Ordering::Relaxed) > 0 {
+            let name = self.slots[to].name.clone();
+            blocking(&replication.journal, move |j| j.discard_dead_letters(&name)).await?;
+            replica.dead_letters.store(0, Ordering::Relaxed);
+            replica.dead_floor.store(u64::MAX, Ordering::Relaxed);
+            *replica.refusals.lock() = None;
+        }
+        drop(guard);
         // Catch the target up, then check the stores agree before it serves.
         let teams: Vec<String> = report.teams.iter().map(|t| t.team_id.clone()).collect();
         let verified = self.verify_after_resync(from, to, options, &teams).await;
