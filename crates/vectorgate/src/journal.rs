@@ -654,23 +654,20 @@ impl Journal {
     /// transaction, moves the store's saved cursor back to just before the
     /// oldest one, so the store replays the journal from there even if the
     /// process stops before its next cursor save (a re-drive is never
-    /// lost). Returns their sequence numbers, ascending.
-    pub fn redrive_dead_letters(&mut self, store: &str) -> Result<Vec<u64>> {
+    /// lost). Returns the oldest one's sequence number, if any.
+    pub fn redrive_dead_letters(&mut self, store: &str) -> Result<Option<u64>> {
         let tx = self
             .conn
             .transaction()
             .map_err(|e| db_error("journal dead letters", e))?;
-        let seqs: Vec<i64> = {
-            let mut stmt = tx
-                .prepare("SELECT seq FROM dead_letters WHERE store = ?1 ORDER BY seq")
-                .map_err(|e| db_error("journal dead letters", e))?;
-            let rows = stmt
-                .query_map(params![store], |row| row.get(0))
-                .map_err(|e| db_error("journal dead letters", e))?;
-            rows.collect::<std::result::Result<_, _>>()
-                .map_err(|e| db_error("journal dead letters", e))?
-        };
-        if let Some(oldest) = seqs.first() {
+        let oldest: Option<i64> = tx
+            .query_row(
+                "SELECT min(seq) FROM dead_letters WHERE store = ?1",
+                params![store],
+                |row| row.get(0),
+            )
+            .map_err(|e| db_error("journal dead letters", e))?;
+        if let Some(oldest) = oldest {
             tx.execute(
                 "UPDATE cursors SET applied = min(applied, ?2) WHERE store = ?1",
                 params![store, oldest - 1],
@@ -681,10 +678,7 @@ impl Journal {
             .map_err(|e| db_error("journal dead letters", e))?;
         tx.commit()
             .map_err(|e| db_error("journal dead letters", e))?;
-        Ok(seqs
-            .into_iter()
-            .filter_map(|s| u64::try_from(s).ok())
-            .collect())
+        Ok(oldest.and_then(|s| u64::try_from(s).ok()))
     }
 }
 
@@ -766,13 +760,13 @@ mod tests {
             vec![("pg".into(), 1)]
         );
         journal.save_cursors(&[("pg", 1), ("local", 1)]).unwrap();
-        assert_eq!(journal.redrive_dead_letters("pg").unwrap(), vec![1]);
+        assert_eq!(journal.redrive_dead_letters("pg").unwrap(), Some(1));
         assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);
         // The saved cursor moved back with the re-drive, in one transaction.
         let mut cursors = journal.cursors().unwrap();
         cursors.sort();
         assert_eq!(cursors, vec![("local".into(), 1), ("pg".into(), 0)]);
-        assert!(journal.redrive_dead_letters("pg").unwrap().is_empty());
+        assert_eq!(journal.redrive_dead_letters("pg").unwrap(), None);
         journal.dead_letter("pg", &entry, "rejected", 5).unwrap();
         assert_eq!(journal.discard_dead_letters("pg").unwrap(), 1);
         assert_eq!(journal.dead_letter_count("pg").unwrap(), 0);

@@ -1372,9 +1372,8 @@ impl Inner {
         // cursors runs in between. The dead floor, which keeps the entries
         // from being trimmed, is lifted only once the cursor protects them.
         let gate = replication.cursor_gate.lock().await;
-        let redriven =
-            blocking(&replication.journal, move |j| j.redrive_dead_letters(&name)).await?;
-        if let Some(oldest) = redriven.first() {
+        let oldest = blocking(&replication.journal, move |j| j.redrive_dead_letters(&name)).await?;
+        if let Some(oldest) = oldest {
             replica.rewind(oldest - 1);
         }
         drop(gate);
